@@ -1,0 +1,7 @@
+"""`python -m pegasus_em` runs the pegasus-em command line."""
+
+import sys
+
+from . import cli
+
+sys.exit(cli.main())

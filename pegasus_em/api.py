@@ -1,0 +1,314 @@
+"""WSGI application of the ensemble-manager REST API (Pegasus 5.x wire format).
+
+Thin by design: a route table, request parsing, one call into `ops`, and
+`wire` rendering.  Every expected failure is an EMError rendered as
+{"message": ...} with its 4xx status; anything else is logged and answered
+with a bare 500, never a traceback.
+"""
+
+import json
+import logging
+import re
+import urllib.parse
+
+from . import wire
+from .errors import BadRequest, EMError, MethodNotAllowed, NotFound, TooLarge
+from .states import TriggerType
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+_JSON = [("Content-Type", "application/json")]
+_NAME = r"([^/]+)"
+
+
+class Request:
+    __slots__ = ("method", "path", "query", "form", "base", "user")
+
+    def __init__(self, method, path, query, form, base, user):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.form = form
+        self.base = base
+        self.user = user
+
+
+class Response:
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(self, status, body, headers=None):
+        self.status = status
+        self.body = body
+        self.headers = headers or []
+
+
+def json_response(obj, status=200, headers=()):
+    return Response(status, wire.encode(obj), _JSON + list(headers))
+
+
+def created(location):
+    return json_response(wire.message("created"), 201, [("Location", location)])
+
+
+_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+            400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
+            413: "Payload Too Large", 500: "Internal Server Error"}
+
+
+def status_line(code):
+    return "%d %s" % (code, _REASONS.get(code, "Unknown"))
+
+
+class App:
+    """The API as a WSGI callable; `authenticate(header) -> user` raises Unauthorized."""
+
+    def __init__(self, ops, authenticate, max_body=MAX_BODY):
+        self.ops = ops
+        self.authenticate = authenticate
+        self.max_body = max_body
+        self.routes = self._routes()
+
+    def __call__(self, environ, start_response):
+        try:
+            response = self.handle(environ)
+        except EMError as e:
+            response = self.error(e)
+        except Exception:
+            log.exception("internal error in %s %s", environ.get("REQUEST_METHOD"),
+                          environ.get("PATH_INFO"))
+            response = json_response(wire.message("Internal server error"), 500)
+        start_response(status_line(response.status),
+                       response.headers + [("Content-Length", str(len(response.body)))])
+        return [response.body]
+
+    def error(self, e):
+        headers = []
+        if e.status == 401:
+            headers.append(("WWW-Authenticate", 'Basic realm="pegasus-em"'))
+        if isinstance(e, MethodNotAllowed):
+            headers.append(("Allow", ", ".join(e.allowed)))
+        return json_response(wire.message(e.message), e.status, headers)
+
+    def handle(self, environ):
+        user = self.authenticate(environ.get("HTTP_AUTHORIZATION"))
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO") or "/"
+        handler, args = self.route(method, path)
+        form = self.read_form(environ)
+        query = _parse_query(environ.get("QUERY_STRING", ""))
+        return handler(Request(method, path, query, form, _base_url(environ), user), *args)
+
+    def route(self, method, path):
+        allowed = set()
+        for pattern, methods in self.routes:
+            match = pattern.match(path)
+            if match:
+                handler = methods.get(method)
+                if handler is not None:
+                    return handler, match.groups()
+                allowed.update(methods)
+        if allowed:
+            raise MethodNotAllowed("Method %s not allowed on %s" % (method, path),
+                                   sorted(allowed))
+        raise NotFound("No such resource: %s" % path)
+
+    def read_form(self, environ):
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            raise BadRequest("Chunked request bodies are not supported; send Content-Length")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise BadRequest("Invalid Content-Length")
+        if length < 0:
+            raise BadRequest("Invalid Content-Length")
+        if length > self.max_body:
+            raise TooLarge("Request body too large: %d bytes (at most %d)"
+                           % (length, self.max_body))
+        if length == 0:
+            return {}
+        body = environ["wsgi.input"].read(length)
+        return parse_body(body, environ.get("CONTENT_TYPE", ""))
+
+    # ---- routes -----------------------------------------------------------
+
+    def _routes(self):
+        table = [
+            (r"/ensembles", {"GET": self.list_ensembles, "POST": self.create_ensemble}),
+            (r"/ensembles/%s" % _NAME, {"GET": self.get_ensemble, "PUT": self.update_ensemble,
+                                        "POST": self.update_ensemble}),
+            (r"/ensembles/%s/workflows" % _NAME, {"GET": self.list_workflows,
+                                                  "POST": self.submit}),
+            (r"/ensembles/%s/workflows/%s" % (_NAME, _NAME),
+             {"GET": self.get_workflow, "PUT": self.update_workflow,
+              "POST": self.update_workflow}),
+            (r"/ensembles/%s/workflows/%s/analyze" % (_NAME, _NAME), {"GET": self.analyze}),
+            (r"/ensembles/%s/workflows/%s/events" % (_NAME, _NAME),
+             {"GET": self.workflow_events}),
+            (r"/ensembles/%s/events" % _NAME, {"GET": self.ensemble_events}),
+            (r"/ensembles/%s/triggers" % _NAME, {"GET": self.list_triggers}),
+            (r"/ensembles/%s/triggers/cron" % _NAME, {"POST": self.create_cron_trigger}),
+            (r"/ensembles/%s/triggers/file_pattern" % _NAME,
+             {"POST": self.create_file_pattern_trigger}),
+            (r"/ensembles/%s/triggers/%s" % (_NAME, _NAME),
+             {"GET": self.get_trigger, "DELETE": self.delete_trigger,
+              "POST": self.create_named_trigger}),
+        ]
+        return [(re.compile(p + r"/?\Z"), m) for p, m in table]
+
+    def list_ensembles(self, req):
+        return json_response([wire.ensemble(e, req.base) for e in self.ops.list_ensembles()])
+
+    def create_ensemble(self, req):
+        f = req.form
+        e = self.ops.create_ensemble(f.get("name"), f.get("max_planning", 1),
+                                     f.get("max_running", 1))
+        return created(wire.ensemble_url(req.base, e.name))
+
+    def get_ensemble(self, req, name):
+        return json_response(wire.ensemble(self.ops.get_ensemble(name), req.base))
+
+    def update_ensemble(self, req, name):
+        f = req.form
+        e = self.ops.update_ensemble(name, f.get("state"), f.get("max_planning"),
+                                     f.get("max_running"))
+        return json_response(wire.ensemble(e, req.base))
+
+    def list_workflows(self, req, ensemble):
+        rows = self.ops.list_workflow_rows(ensemble)
+        return json_response(wire.workflow_rows(rows, req.base))
+
+    def submit(self, req, ensemble):
+        f = req.form
+        if f.get("name") in (None, ""):
+            raise BadRequest("Specify ensemble workflow 'name'")
+        if f.get("basedir") in (None, ""):
+            raise BadRequest("Specify 'basedir' where plan command should be executed")
+        if f.get("plan_command") in (None, ""):
+            raise BadRequest("Specify 'plan_command' that should be executed to plan workflow")
+        w = self.ops.submit(ensemble, f["name"], f["basedir"], f["plan_command"],
+                            f.get("priority", 0))
+        return created(wire.workflow_url(req.base, w.ensemble, w.name))
+
+    def _workflow(self, req, w):
+        return json_response(wire.workflow(w, req.base, self.ops.log_path(w.ensemble, w.name)))
+
+    def get_workflow(self, req, ensemble, workflow):
+        return self._workflow(req, self.ops.get_workflow(ensemble, workflow))
+
+    def update_workflow(self, req, ensemble, workflow):
+        f = req.form
+        w = self.ops.update_workflow(ensemble, workflow, f.get("state"), f.get("priority"))
+        return self._workflow(req, w)
+
+    def analyze(self, req, ensemble, workflow):
+        text = self.ops.analyze(ensemble, workflow)
+        return Response(200, text.encode("utf-8"), [("Content-Type", "text/plain; charset=utf-8")])
+
+    def _events(self, req, ensemble, workflow=None):
+        rows = self.ops.history(ensemble, workflow, req.query.get("after", 0),
+                                req.query.get("limit", 100))
+        return json_response([wire.event(r) for r in rows])
+
+    def workflow_events(self, req, ensemble, workflow):
+        return self._events(req, ensemble, workflow)
+
+    def ensemble_events(self, req, ensemble):
+        return self._events(req, ensemble)
+
+    def list_triggers(self, req, ensemble):
+        return json_response([wire.trigger(t, req.base) for t in self.ops.list_triggers(ensemble)])
+
+    def get_trigger(self, req, ensemble, name):
+        return json_response(wire.trigger(self.ops.get_trigger(ensemble, name), req.base))
+
+    def delete_trigger(self, req, ensemble, name):
+        purge = req.query.get("purge", "").lower() in ("1", "true", "yes")
+        return json_response(wire.message(self.ops.stop_trigger(ensemble, name, purge)), 202)
+
+    def create_cron_trigger(self, req, ensemble):
+        return self._create_trigger(req, ensemble, req.form.get("trigger"), TriggerType.CRON)
+
+    def create_file_pattern_trigger(self, req, ensemble):
+        return self._create_trigger(req, ensemble, req.form.get("trigger"),
+                                    TriggerType.FILE_PATTERN)
+
+    def create_named_trigger(self, req, ensemble, name):
+        """The older 5.x client posts to /triggers/<name> with a `type` field."""
+        type_ = str(req.form.get("type") or "").upper()
+        if type_ == "CHRON":  # spelled so by an early 5.x release
+            type_ = TriggerType.CRON
+        return self._create_trigger(req, ensemble, name, type_)
+
+    def _create_trigger(self, req, ensemble, name, type_):
+        f = req.form
+        t = self.ops.create_trigger(
+            ensemble, name, type_, f.get("workflow_script"),
+            _json_list(f.get("workflow_args", "[]"), "workflow_args"),
+            f.get("interval"), f.get("timeout"),
+            _json_list(f.get("file_patterns", "[]"), "file_patterns"), f.get("basedir"))
+        return created(wire.trigger_url(req.base, t.ensemble, t.name))
+
+
+# ---- request parsing ------------------------------------------------------
+
+def parse_body(body, content_type):
+    """Form-encoded (what the 5.x client sends) or a JSON object."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("Request body is not valid UTF-8")
+    if content_type.split(";")[0].strip().lower() == "application/json":
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            raise BadRequest("Invalid JSON body: %s" % e)
+        if not isinstance(obj, dict):
+            raise BadRequest("JSON body must be an object")
+        return {k: (v if isinstance(v, (list, str)) or v is None else
+                    json.dumps(v) if isinstance(v, (dict, bool)) else str(v))
+                for k, v in obj.items()}
+    try:
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=False,
+                                       errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("Malformed form body")
+    form = {}
+    for key, value in pairs:
+        form.setdefault(key, value)  # first value wins, as in Flask's form.get
+    return form
+
+
+def _parse_query(text):
+    if not text:
+        return {}
+    return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+
+
+def _json_list(value, field):
+    """A list, sent either as JSON text (5.x form field) or as a JSON array."""
+    if isinstance(value, list):
+        return value
+    if value is None or value == "":
+        return []
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        raise BadRequest("%s must be given as a list serialized to json" % field)
+    if obj is None:
+        return []
+    if not isinstance(obj, list):
+        raise BadRequest("%s must be given as a list serialized to json" % field)
+    return obj
+
+
+def _base_url(environ):
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST")
+    if not host:
+        host = environ.get("SERVER_NAME", "localhost")
+        port = environ.get("SERVER_PORT")
+        if port and port != {"http": "80", "https": "443"}.get(scheme):
+            host = "%s:%s" % (host, port)
+    return "%s://%s%s" % (scheme, host, environ.get("SCRIPT_NAME", "").rstrip("/"))

@@ -1,0 +1,175 @@
+"""Settings: `~/.pegasus/service.py` over built-in defaults, each declared once.
+
+The file is Python, as in Pegasus: UPPERCASE assignments are settings.  The
+home directory comes from the password database, never from $HOME, so a
+daemon started through sudo or by pegasus-service finds the right user's files.
+"""
+
+import os
+import pwd
+import stat
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+# pegasus-em listens on 7919 + uid % (65535 - 7919), as Pegasus 5.x does.
+EM_BASE_PORT = 7919
+EM_PORT_SPAN = 65535 - EM_BASE_PORT
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: object
+    help: str
+    kinds: tuple = ()          # accepted Python types; empty means anything
+
+
+def _setting(name, default, help, *kinds):
+    return Setting(name, default, help, kinds)
+
+
+_OPT_STR = (str, type(None))
+_OPT_INT = (int, type(None))
+
+SETTINGS = (
+    _setting("SERVER_HOST", "127.0.0.1", "pegasus-service listening address", *_OPT_STR),
+    _setting("SERVER_PORT", 5000, "pegasus-service listening port", int),
+    _setting("CERTIFICATE", None, "TLS certificate file for pegasus-service", *_OPT_STR),
+    _setting("PRIVATE_KEY", None, "TLS private key file for pegasus-service", *_OPT_STR),
+    _setting("DEBUG", False, "verbose logging", bool),
+    _setting("SECRET_KEY", None, "secret for signed tokens (CSRF); random if unset", *_OPT_STR),
+    _setting("AUTHENTICATION", "PAMAuthentication",
+             "PAMAuthentication or NoAuthentication", str),
+    _setting("PROCESS_SWITCHING", True, "serve each user in a process running as that user", bool),
+    _setting("ADMIN_USERS", None, "None, '*', or a set/list of users who may view others",
+             str, set, list, tuple, frozenset, type(None), bool),
+    _setting("MAX_PROCESSES", None, "pegasus-service worker processes", *_OPT_INT),
+    _setting("PEGASUS_SERVICE_URL_PREFIX", None, "prefix for every pegasus-service route",
+             *_OPT_STR),
+    _setting("STORAGE_DIRECTORY", None, "pegasus-service storage directory", *_OPT_STR),
+    _setting("USERNAME", None, "user name for the ensemble manager's HTTP Basic auth", *_OPT_STR),
+    _setting("PASSWORD", None, "password for the ensemble manager's HTTP Basic auth", *_OPT_STR),
+    _setting("EM_INTERVAL", 60, "seconds between checks of running workflows", int, float),
+    _setting("EM_PORT", None, "pegasus-em server port (default 7919 + uid % 57616)", *_OPT_INT),
+    _setting("PEGASUS_HOME", None, "Pegasus installation whose bin/ holds pegasus-plan", *_OPT_STR),
+    _setting("CONDOR_HOME", None, "HTCondor installation whose bin/ holds condor_submit_dag",
+             *_OPT_STR),
+)
+
+DEFAULTS = {s.name: s.default for s in SETTINGS}
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class Config(dict):
+    """Settings by name, plus the warnings found while loading them."""
+
+    def __init__(self, values, path=None, warnings=()):
+        super().__init__(values)
+        self.path = path
+        self.warnings = list(warnings)
+
+
+def user_home(uid=None):
+    return pwd.getpwuid(os.getuid() if uid is None else uid).pw_dir
+
+
+def pegasus_dir(uid=None):
+    return os.path.join(user_home(uid), ".pegasus")
+
+
+def config_path(env=None, uid=None):
+    """PEGASUS_ENV names another file; otherwise ~/.pegasus/service.py."""
+    env = os.environ if env is None else env
+    return env.get("PEGASUS_ENV") or os.path.join(pegasus_dir(uid), "service.py")
+
+
+def em_port(uid=None):
+    uid = os.getuid() if uid is None else uid
+    return EM_BASE_PORT + uid % EM_PORT_SPAN
+
+
+def load(path=None, env=None, uid=None):
+    """Read the settings file (a missing file means all defaults)."""
+    path = path or config_path(env, uid)
+    values = dict(DEFAULTS)
+    warnings = []
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+    except FileNotFoundError:
+        return Config(values, None, warnings)
+    except OSError as e:
+        raise ConfigError("Cannot read %s: %s" % (path, e.strerror))
+    found = _execute(path, source)
+    for name, value in found.items():
+        if name not in _BY_NAME:
+            warnings.append("%s: unknown setting %s (ignored)" % (path, name))
+            continue
+        _check_kind(path, _BY_NAME[name], value)
+        values[name] = value
+    if values["PASSWORD"] and _readable_by_others(path):
+        warnings.append("%s holds PASSWORD but other users can read it; "
+                        "run: chmod 600 %s" % (path, path))
+    return Config(values, path, warnings)
+
+
+def _execute(path, source):
+    scope = {"__file__": path, "__builtins__": __builtins__}
+    try:
+        code = compile(source, path, "exec")
+    except SyntaxError as e:
+        raise ConfigError("%s, line %s: syntax error: %s" % (path, e.lineno, e.msg))
+    try:
+        exec(code, scope)
+    except Exception as e:  # the file is user code: report any failure as config
+        raise ConfigError("%s: %s: %s" % (path, type(e).__name__, e))
+    return {k: v for k, v in scope.items() if k.isupper() and not k.startswith("_")}
+
+
+def _check_kind(path, setting, value):
+    if setting.kinds and not isinstance(value, setting.kinds):
+        raise ConfigError("%s: %s must be %s, not %r" % (
+            path, setting.name, " or ".join(k.__name__ for k in setting.kinds), value))
+    if setting.kinds and isinstance(value, bool) and bool not in setting.kinds:
+        raise ConfigError("%s: %s must be a number, not %r" % (path, setting.name, value))
+
+
+def _readable_by_others(path):
+    try:
+        return bool(os.stat(path).st_mode & (stat.S_IRGRP | stat.S_IROTH))
+    except OSError:
+        return False
+
+
+def sample():
+    """An annotated service.py with every setting at its default."""
+    lines = ["# ~/.pegasus/service.py: settings for pegasus-em and pegasus-service.",
+             "# Python syntax; UPPERCASE names only.  chmod 600 if it holds PASSWORD.", ""]
+    for s in SETTINGS:
+        lines.append("# %s" % s.help)
+        lines.append("# %s = %r" % (s.name, s.default))
+    return "\n".join(lines) + "\n"
+
+
+def init_file(path=None, uid=None):
+    """Create service.py with the login name and a random PASSWORD (0600).
+
+    Returns (path, created).  An existing file is never touched; it only
+    counts as done when it already holds USERNAME and PASSWORD.
+    """
+    import secrets
+
+    path = path or config_path(uid=uid)
+    if os.path.exists(path):
+        cfg = load(path)
+        if not (cfg["USERNAME"] and cfg["PASSWORD"]):
+            raise ConfigError("%s exists but lacks USERNAME or PASSWORD; add them by hand" % path)
+        return path, False
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    user = pwd.getpwuid(os.getuid() if uid is None else uid).pw_name
+    text = ("USERNAME = %r\nPASSWORD = %r\n\n" % (user, secrets.token_urlsafe(18))) + sample()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path, True

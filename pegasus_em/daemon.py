@@ -1,0 +1,167 @@
+"""`pegasus-em server`: wiring, single-instance lock, signals, ordered shutdown."""
+
+import fcntl
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+
+from . import __version__, config
+from .api import App
+from .auth import BasicAuth
+from .db import SchemaTooNew, open_database
+from .errors import ConfigError
+from .httpd import Server
+from .ops import Ops
+
+log = logging.getLogger("pegasus_em")
+
+DB_NAME = "em.db"
+LOCK_NAME = "em-server.lock"
+ENDPOINT_NAME = "em-server.json"
+LOG_NAME = "em-server.log"
+
+
+class Paths:
+    """Where one user's daemon keeps its files, all under ~/.pegasus."""
+
+    def __init__(self, pegasus_dir):
+        self.root = pegasus_dir
+        self.ensembles = os.path.join(pegasus_dir, "ensembles")
+        self.db = os.path.join(pegasus_dir, DB_NAME)
+        self.lock = os.path.join(pegasus_dir, LOCK_NAME)
+        self.endpoint = os.path.join(pegasus_dir, ENDPOINT_NAME)
+        self.log = os.path.join(pegasus_dir, LOG_NAME)
+
+    def create(self):
+        for d in (self.root, self.ensembles):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+
+
+def serve(host=None, port=None, debug=False):
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns an exit code."""
+    try:
+        daemon = Daemon.start(host, port, debug)
+    except ConfigError as e:
+        print("ERROR: %s" % e.message, file=sys.stderr)
+        return e.exit_code
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())  # the main thread acts, not the handler
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        daemon.stop()
+    return 0
+
+
+class Daemon:
+    def __init__(self, paths, cfg, db, server, lock_fd):
+        self.paths = paths
+        self.config = cfg
+        self.db = db
+        self.server = server
+        self._lock_fd = lock_fd
+        self._thread = None
+
+    @classmethod
+    def start(cls, host=None, port=None, debug=False):
+        if os.geteuid() == 0:
+            raise ConfigError("pegasus-em server must not run as root: it runs plan commands "
+                              "as the user who owns the ensembles. Start it as that user.")
+        cfg = config.load()
+        paths = Paths(config.pegasus_dir())
+        paths.create()
+        setup_logging(paths.log, debug or cfg["DEBUG"])
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+        if not cfg["USERNAME"] or not cfg["PASSWORD"]:
+            raise ConfigError("Specify USERNAME and PASSWORD in %s: the ensemble manager "
+                              "refuses to serve without authentication"
+                              % (cfg.path or config.config_path()))
+        lock_fd = acquire_lock(paths.lock)
+        try:
+            db = open_database(paths.db)
+        except SchemaTooNew as e:
+            raise ConfigError(str(e))
+        ops = Ops(db, paths.ensembles)
+        app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"]).authenticate)
+        host = host or "127.0.0.1"
+        port = _port(port, cfg)
+        try:
+            server = Server((host, port), app)
+        except OSError as e:
+            db.close()
+            raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
+        daemon = cls(paths, cfg, db, server, lock_fd)
+        daemon._run()
+        return daemon
+
+    def _run(self):
+        self._thread = threading.Thread(target=self.server.serve_forever, name="http",
+                                        daemon=True)
+        self._thread.start()
+        write_endpoint(self.paths.endpoint, self.server.url)
+        log.info("pegasus-em %s serving %s (pid %d)", __version__, self.server.url, os.getpid())
+
+    def stop(self):
+        log.info("shutting down")
+        self.server.shutdown()
+        self.server.server_close()
+        self.db.close()
+        try:
+            os.unlink(self.paths.endpoint)
+        except FileNotFoundError:
+            pass
+        os.close(self._lock_fd)
+
+
+def _port(port, cfg):
+    if port is not None:
+        return int(port)
+    if cfg["EM_PORT"] is not None:
+        return cfg["EM_PORT"]
+    return config.em_port()
+
+
+def acquire_lock(path):
+    """One daemon per user: an flock held for the daemon's life (freed by the kernel on crash)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise ConfigError("Another pegasus-em server is already running for this user%s"
+                          % (" (pid %s)" % holder if holder else ""))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    return fd
+
+
+def write_endpoint(path, url):
+    """Tell clients where we listen (matters with --port 0); atomic, 0600."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "pid": os.getpid(), "version": __version__}, f)
+    os.replace(tmp, path)
+
+
+def setup_logging(path, debug):
+    root = logging.getLogger("pegasus_em")
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+    handler = logging.handlers.WatchedFileHandler(path)
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    if debug:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)

@@ -1,0 +1,174 @@
+"""The daemon's own sqlite file: connections, transactions and the schema.
+
+One writer connection behind a lock (BEGIN IMMEDIATE ... COMMIT) and a pool of
+reader connections, so a long listing never blocks a submission.  WAL with
+synchronous=NORMAL: a commit survives a daemon crash; only a power loss can
+take back the last few.
+"""
+
+import contextlib
+import os
+import queue
+import sqlite3
+import threading
+
+SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE ensembles (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        max_planning INTEGER NOT NULL,
+        max_running INTEGER NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE workflows (
+        id INTEGER PRIMARY KEY,
+        ensemble_id INTEGER NOT NULL REFERENCES ensembles(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        basedir TEXT NOT NULL,
+        plan_command TEXT NOT NULL,
+        wf_uuid TEXT,
+        submitdir TEXT,
+        reason TEXT,
+        abort_requested INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        UNIQUE (ensemble_id, name)
+    );
+    -- The engine only ever looks at workflows that still need work.
+    CREATE INDEX workflows_active ON workflows (ensemble_id, priority DESC, id)
+        WHERE state IN ('READY', 'PLANNING', 'QUEUED', 'RUNNING');
+    CREATE TABLE triggers (
+        id INTEGER PRIMARY KEY,
+        ensemble_id INTEGER NOT NULL REFERENCES ensembles(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        state TEXT NOT NULL,
+        script TEXT NOT NULL,
+        args TEXT NOT NULL,            -- JSON list
+        interval INTEGER NOT NULL,     -- seconds
+        timeout INTEGER,               -- seconds from creation
+        file_patterns TEXT NOT NULL,   -- JSON list
+        basedir TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        next_fire REAL,
+        deadline REAL,
+        fire_count INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        UNIQUE (ensemble_id, name)
+    );
+    -- Append-only history of every state change.
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        ensemble_id INTEGER NOT NULL,
+        workflow_id INTEGER,
+        trigger_id INTEGER,
+        old_state TEXT,
+        new_state TEXT NOT NULL,
+        reason TEXT
+    );
+    CREATE INDEX events_workflow ON events (workflow_id, id) WHERE workflow_id IS NOT NULL;
+    CREATE INDEX events_ensemble ON events (ensemble_id, id);
+    """,
+]
+
+
+class SchemaTooNew(Exception):
+    pass
+
+
+class Database:
+    """A sqlite file shared by all threads of one daemon."""
+
+    def __init__(self, path, readers=8):
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._readers = queue.LifoQueue()
+        self._max_idle_readers = readers
+        self._closed = False
+        migrate(self._writer)
+
+    def _connect(self):
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @contextlib.contextmanager
+    def write(self):
+        """One transaction on the writer connection; rolled back on any error."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self):
+        """A consistent snapshot on a pooled reader connection."""
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+            if self._closed or self._readers.qsize() >= self._max_idle_readers:
+                conn.close()
+            else:
+                self._readers.put(conn)
+
+    def close(self):
+        self._closed = True
+        with self._write_lock:
+            self._writer.close()
+        while True:
+            try:
+                self._readers.get_nowait().close()
+            except queue.Empty:
+                break
+
+
+def migrate(conn):
+    """Bring the schema to the newest version, one numbered step at a time."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(SCHEMA):
+        raise SchemaTooNew("%s has schema version %d; this pegasus-em knows only %d"
+                           % (conn.execute("PRAGMA database_list").fetchone()[2],
+                              version, len(SCHEMA)))
+    for number in range(version, len(SCHEMA)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SCHEMA[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("PRAGMA user_version=%d" % (number + 1))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def open_database(path):
+    """Create the file 0600 before sqlite does, so it is never world-readable."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    return Database(path)

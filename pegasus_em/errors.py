@@ -1,0 +1,58 @@
+"""One error tree for the whole project.
+
+Each class carries the HTTP status the API answers with and the exit code the
+CLI returns, so server and client agree on what a failure means.
+"""
+
+
+class EMError(Exception):
+    """Base of every expected failure; `message` is safe to show to a user."""
+
+    status = 400
+    exit_code = 1
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(EMError):
+    status = 400
+
+
+class Unauthorized(EMError):
+    status = 401
+
+
+class Forbidden(EMError):
+    status = 403
+
+
+class NotFound(EMError):
+    status = 404
+
+
+class MethodNotAllowed(EMError):
+    status = 405
+
+    def __init__(self, message, allowed=()):
+        super().__init__(message)
+        self.allowed = tuple(allowed)
+
+
+class Conflict(EMError):
+    status = 409
+
+
+class TooLarge(EMError):
+    status = 413
+
+
+class ConfigError(EMError):
+    """The configuration cannot be used; raised before anything starts."""
+
+    exit_code = 2
+
+
+class ClientError(EMError):
+    """The client could not get an answer (daemon down, bad reply)."""

@@ -1,0 +1,120 @@
+"""Plain records and the validators that turn request fields into them.
+
+Records are NamedTuples built straight from sqlite rows: listing 10,000
+workflows must stay cheap.
+"""
+
+import re
+from typing import NamedTuple, Optional
+
+from .errors import BadRequest
+
+_NAME = re.compile(r"\A[a-zA-Z0-9_-]+\Z")
+_DURATION = re.compile(r"\A(\d+) *([smhd])\Z", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_INT = 2 ** 31 - 1
+
+
+class Ensemble(NamedTuple):
+    id: int
+    name: str
+    state: str
+    max_planning: int
+    max_running: int
+    created: float
+    updated: float
+
+
+class Workflow(NamedTuple):
+    id: int
+    ensemble_id: int
+    ensemble: str
+    name: str
+    state: str
+    priority: int
+    basedir: str
+    plan_command: str
+    wf_uuid: Optional[str]
+    submitdir: Optional[str]
+    created: float
+    updated: float
+    reason: Optional[str] = None
+
+
+class Trigger(NamedTuple):
+    id: int
+    ensemble_id: int
+    ensemble: str
+    name: str
+    type: str
+    state: str
+    script: str
+    args: tuple
+    interval: int
+    timeout: Optional[int]
+    file_patterns: tuple
+    basedir: Optional[str]
+    created: float
+    updated: float
+    next_fire: Optional[float]
+    deadline: Optional[float]
+    fire_count: int
+    failures: int
+    last_error: Optional[str]
+
+
+def name(value, what="ensemble"):
+    """Names follow Pegasus: [a-zA-Z0-9_-]+, shorter than 100 characters."""
+    if value is None or value == "":
+        raise BadRequest("Specify %s name" % what)
+    value = str(value)
+    if len(value) >= 100:
+        raise BadRequest("%s name too long: %d characters (at most 99)"
+                         % (what.capitalize(), len(value)))
+    if not _NAME.match(value):
+        raise BadRequest("Invalid %s name: %r (letters, digits, _ and - only)" % (what, value))
+    return value
+
+
+def integer(value, field, minimum=None):
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise BadRequest("Invalid value for %s: %r (an integer)" % (field, value))
+    if abs(number) > MAX_INT:
+        raise BadRequest("Value for %s out of range: %s" % (field, value))
+    if minimum is not None and number < minimum:
+        raise BadRequest("Value for %s must be >= %d: %s" % (field, minimum, value))
+    return number
+
+
+def throttle(value, field):
+    return integer(value, field, minimum=1)
+
+
+def duration(value, field):
+    """Seconds from `<int> <s|m|h|d>` (Pegasus) or a bare number of seconds."""
+    text = str(value).strip()
+    if text.isdigit():
+        seconds = int(text)
+    else:
+        match = _DURATION.match(text)
+        if not match:
+            raise BadRequest("%s must be given as `<int> <s|m|h|d>` and be greater "
+                             "than 0 seconds: %r" % (field, value))
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds <= 0 or seconds > MAX_INT:
+        raise BadRequest("%s must be given as `<int> <s|m|h|d>` and be greater "
+                         "than 0 seconds: %r" % (field, value))
+    return seconds
+
+
+def text(value, field, limit=4096, required=True):
+    if value is None or (required and str(value).strip() == ""):
+        raise BadRequest("Specify '%s'" % field)
+    value = str(value)
+    if len(value) > limit:
+        raise BadRequest("'%s' too long: %d characters (at most %d)" % (field, len(value), limit))
+    if "\x00" in value:
+        raise BadRequest("'%s' contains a NUL character" % field)
+    return value

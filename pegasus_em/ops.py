@@ -1,0 +1,255 @@
+"""Use cases of the ensemble manager, one transaction each.
+
+Everything the API, the triggers and (later) the dashboard may do goes
+through here; after a change that may give the engine work, `wake()` is
+called so a freed or new slot is used at once.
+"""
+
+import os
+import time
+
+from . import model, states, store
+from .errors import BadRequest, Conflict
+from .states import EnsembleState, TriggerState, TriggerType, WorkflowState
+
+MAX_LIST = 1000
+
+
+class Ops:
+    def __init__(self, db, ensembles_dir, wake=lambda: None, clock=time.time, analyzer=None):
+        self.db = db
+        self.ensembles_dir = ensembles_dir
+        self.wake = wake
+        self.clock = clock
+        # analyzer(submitdir) -> (exit code, text): pegasus-analyzer, injected by the daemon.
+        self.analyzer = analyzer
+
+    # ---- ensembles --------------------------------------------------------
+
+    def list_ensembles(self):
+        with self.db.read() as conn:
+            return store.list_ensembles(conn)
+
+    def get_ensemble(self, name):
+        with self.db.read() as conn:
+            return store.get_ensemble(conn, name)
+
+    def create_ensemble(self, name, max_planning=1, max_running=1):
+        name = model.name(name)
+        max_planning = model.throttle(max_planning, "max_planning")
+        max_running = model.throttle(max_running, "max_running")
+        with self.db.write() as conn:
+            return store.insert_ensemble(conn, name, EnsembleState.ACTIVE, max_planning,
+                                         max_running, self.clock())
+
+    def update_ensemble(self, name, state=None, max_planning=None, max_running=None):
+        """Throttles and state together, all validated before anything changes."""
+        if state is not None:
+            state = states.parse(state, EnsembleState.ALL, "ensemble")
+        if max_planning is not None:
+            max_planning = model.throttle(max_planning, "max_planning")
+        if max_running is not None:
+            max_running = model.throttle(max_running, "max_running")
+        now = self.clock()
+        with self.db.write() as conn:
+            e = store.get_ensemble(conn, name)
+            if max_planning is not None or max_running is not None:
+                store.update_throttles(conn, e, max_planning or e.max_planning,
+                                       max_running or e.max_running, now)
+            if state is not None and state != e.state:
+                states.check(states.ENSEMBLE_TRANSITIONS, "ensemble", e.name, e.state, state)
+                store.change_ensemble_state(conn, e, state, now, "requested by user")
+            e = store.get_ensemble(conn, name)
+        self.wake()
+        return e
+
+    # ---- workflows --------------------------------------------------------
+
+    def list_workflow_rows(self, ensemble):
+        with self.db.read() as conn:
+            e = store.get_ensemble(conn, ensemble)
+            return store.list_workflow_rows(conn, e)
+
+    def get_workflow(self, ensemble, workflow):
+        with self.db.read() as conn:
+            return store.get_workflow(conn, store.get_ensemble(conn, ensemble), workflow)
+
+    def submit(self, ensemble, name, basedir, plan_command, priority=0):
+        name = model.name(name, "ensemble workflow")
+        basedir = model.text(basedir, "basedir", limit=4096)
+        if not os.path.isabs(basedir):
+            raise BadRequest("Specify 'basedir' as an absolute path: %r" % basedir)
+        plan_command = model.text(plan_command, "plan_command", limit=65536)
+        priority = model.integer(priority if priority not in (None, "") else 0, "priority")
+        with self.db.write() as conn:
+            e = store.get_ensemble(conn, ensemble)
+            store.insert_workflow(conn, e, name, priority, basedir, plan_command,
+                                  WorkflowState.READY, self.clock())
+            w = store.get_workflow(conn, e, name)
+        self.wake()
+        return w
+
+    def update_workflow(self, ensemble, workflow, state=None, priority=None):
+        """priority and/or a user request: replan (READY), rerun (QUEUED), abort (ABORTED)."""
+        if state is not None:
+            state = states.parse(state, WorkflowState.ALL, "ensemble workflow")
+        if priority is not None:
+            priority = model.integer(priority, "priority")
+        now = self.clock()
+        with self.db.write() as conn:
+            w = store.get_workflow(conn, store.get_ensemble(conn, ensemble), workflow)
+            if priority is not None:
+                store.set_priority(conn, w, priority, now)
+            if state is not None:
+                self._request_state(conn, w, state, now)
+            w = store.get_workflow_by_id(conn, w.id)
+        self.wake()
+        return w
+
+    def _request_state(self, conn, w, state, now):
+        label = "%s.%s" % (w.ensemble, w.name)
+        verb = states.USER_WORKFLOW_REQUESTS.get(state)
+        if verb is None:
+            raise Conflict("Cannot move workflow %s to %s: it is %s; only READY (replan), "
+                           "QUEUED (rerun) and ABORTED (abort) can be requested"
+                           % (label, state, w.state))
+        if verb == "abort" and w.state in (WorkflowState.PLANNING, WorkflowState.RUNNING):
+            # The engine stops the planner or DAGMan, then records ABORTED.
+            conn.execute("UPDATE workflows SET abort_requested = 1, updated = ? WHERE id = ?",
+                         (now, w.id))
+            store.add_event(conn, now, w.ensemble_id, w.state, w.state, "abort requested by user",
+                            workflow_id=w.id)
+            return
+        if verb == "rerun" and not w.submitdir:
+            raise Conflict("Cannot rerun workflow %s: it was never planned; use replan" % label)
+        states.check(states.WORKFLOW_TRANSITIONS, "workflow", label, w.state, state, verb)
+        if w.state in (WorkflowState.PLANNING, WorkflowState.RUNNING):
+            raise Conflict("Cannot %s workflow %s: it is %s" % (verb, label, w.state))
+        store.change_workflow_state(conn, w, state, now, "%s requested by user" % verb,
+                                    abort_requested=0)
+
+    def log_path(self, ensemble, workflow):
+        return os.path.join(self.ensembles_dir, ensemble, workflow + ".log")
+
+    def analyze(self, ensemble, workflow):
+        """The 5.x analyze report, plus the reason of the last transition."""
+        w = self.get_workflow(ensemble, workflow)
+        lines = ["Workflow state is %s\n" % w.state, "Plan command is: %s\n" % w.plan_command]
+        if w.reason:
+            lines.append("Reason: %s\n" % w.reason)
+        lines.extend(self._log_lines(self.log_path(w.ensemble, w.name)))
+        lines.extend(self._analyzer_lines(w.submitdir))
+        lines.append(_FAILURE_LINES.get(w.state, ""))
+        return "".join(lines)
+
+    @staticmethod
+    def _log_lines(path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return ["No workflow log available\n"]
+        text = data.decode("utf-8", "replace")
+        out = ["Workflow log:\n"]
+        out.extend("LOG: %s\n" % line for line in text.splitlines())
+        return out
+
+    def _analyzer_lines(self, submitdir):
+        if not submitdir or not os.path.isdir(submitdir) or self.analyzer is None:
+            return ["No submit directory available\n"]
+        rc, text = self.analyzer(submitdir)
+        out = ["pegasus-analyzer output is:\n"]
+        out.extend("ANALYZER: %s\n" % line for line in text.split("\n"))
+        out.append("ANALYZER: Exited with code %d\n" % rc)
+        return out
+
+    # ---- triggers ---------------------------------------------------------
+
+    def create_trigger(self, ensemble, name, type_, script, args=(), interval=None,
+                       timeout=None, file_patterns=(), basedir=None):
+        name = _trigger_name(name)
+        if type_ not in TriggerType.ALL:
+            raise BadRequest("Invalid trigger type: %r (one of %s)"
+                             % (type_, ", ".join(TriggerType.ALL)))
+        if not script:
+            raise BadRequest("workflow_script name must be a non-empty string")
+        script = model.text(script, "workflow_script")
+        if not os.path.isabs(script):
+            raise BadRequest("workflow_script must be given as an absolute path")
+        if not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args):
+            raise BadRequest("workflow_args must be given as a list serialized to json")
+        if interval is None:
+            raise BadRequest("interval must be given as `<int> <s|m|h|d>` and be greater "
+                             "than 0 seconds")
+        interval = model.duration(interval, "interval")
+        timeout = model.duration(timeout, "timeout") if timeout not in (None, "") else None
+        file_patterns = _patterns(type_, file_patterns)
+        if basedir is not None and basedir != "" and not os.path.isabs(str(basedir)):
+            raise BadRequest("basedir must be an absolute path: %r" % basedir)
+        basedir = basedir or os.path.dirname(script)
+        with self.db.write() as conn:
+            e = store.get_ensemble(conn, ensemble)
+            t = store.insert_trigger(conn, e, name, type_, TriggerState.READY, script, args,
+                                     interval, timeout, file_patterns, basedir, self.clock())
+        self.wake()
+        return t
+
+    def list_triggers(self, ensemble):
+        with self.db.read() as conn:
+            return store.list_triggers(conn, store.get_ensemble(conn, ensemble))
+
+    def get_trigger(self, ensemble, name):
+        with self.db.read() as conn:
+            return store.get_trigger(conn, store.get_ensemble(conn, ensemble), name)
+
+    def stop_trigger(self, ensemble, name, purge=False):
+        """STOPPED at once; `purge` also forgets it and its history."""
+        now = self.clock()
+        with self.db.write() as conn:
+            t = store.get_trigger(conn, store.get_ensemble(conn, ensemble), name)
+            if t.state in TriggerState.LIVE:
+                store.change_trigger_state(conn, t, TriggerState.STOPPED, now,
+                                           "stopped by user")
+            if purge:
+                store.delete_trigger(conn, t)
+        self.wake()
+        if purge:
+            return "ensemble: %s, trigger: %s deleted" % (ensemble, name)
+        return "ensemble: %s, trigger: %s marked for deletion" % (ensemble, name)
+
+    # ---- history ----------------------------------------------------------
+
+    def history(self, ensemble, workflow=None, after=0, limit=100):
+        after = model.integer(after, "after", minimum=0)
+        limit = min(model.integer(limit, "limit", minimum=1), MAX_LIST)
+        with self.db.read() as conn:
+            e = store.get_ensemble(conn, ensemble)
+            wf_id = store.get_workflow(conn, e, workflow).id if workflow else None
+            return store.list_events(conn, e.id, wf_id, after, limit)
+
+
+_FAILURE_LINES = {
+    WorkflowState.PLAN_FAILED: "Planner failure detected\n",
+    WorkflowState.RUN_FAILED: "pegasus-run failure detected\n",
+    WorkflowState.FAILED: "Workflow failure detected\n",
+}
+
+
+def _trigger_name(name):
+    if not name or not str(name).strip():
+        raise BadRequest("trigger name must be a non-empty string")
+    return model.name(name, "trigger")
+
+
+def _patterns(type_, patterns):
+    if type_ != TriggerType.FILE_PATTERN:
+        return ()
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
+        raise BadRequest("file_patterns must be given as a list serialized to json")
+    if not patterns:
+        raise BadRequest("file_patterns must contain at least one file pattern")
+    for p in patterns:
+        if not os.path.isabs(p):
+            raise BadRequest("each file pattern must be given as an absolute path "
+                             "(e.g. '/inputs/*.txt'): %r" % p)
+    return tuple(patterns)

@@ -1,0 +1,107 @@
+"""Ensemble, workflow and trigger states and the one table of allowed transitions.
+
+Every state change in the project, by the API or by the engine, is checked here
+and stored as a compare-and-set on the old states this table allows.
+"""
+
+from .errors import BadRequest, Conflict
+
+
+class EnsembleState:
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    HELD = "HELD"
+    ALL = (ACTIVE, PAUSED, HELD)
+
+
+class WorkflowState:
+    READY = "READY"
+    PLANNING = "PLANNING"
+    PLAN_FAILED = "PLAN_FAILED"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    RUN_FAILED = "RUN_FAILED"
+    FAILED = "FAILED"
+    SUCCESSFUL = "SUCCESSFUL"
+    ABORTED = "ABORTED"
+    ALL = (READY, PLANNING, PLAN_FAILED, QUEUED, RUNNING, RUN_FAILED, FAILED,
+           SUCCESSFUL, ABORTED)
+    # States the engine still has work to do in; everything else is at rest.
+    ACTIVE = (READY, PLANNING, QUEUED, RUNNING)
+    FAILURES = (PLAN_FAILED, RUN_FAILED, FAILED)
+    TERMINAL = (SUCCESSFUL, ABORTED) + FAILURES
+
+
+class TriggerState:
+    READY = "READY"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    TIMED_OUT = "TIMED_OUT"
+    FAILED = "FAILED"
+    ALL = (READY, RUNNING, STOPPED, TIMED_OUT, FAILED)
+    LIVE = (READY, RUNNING)
+
+
+class TriggerType:
+    CRON = "CRON"
+    FILE_PATTERN = "FILE_PATTERN"
+    ALL = (CRON, FILE_PATTERN)
+
+
+W = WorkflowState
+
+# new state -> the old states it may be reached from.  Edges used by users
+# (replan, rerun, abort) and by the engine live in one table.
+WORKFLOW_TRANSITIONS = {
+    W.PLANNING: (W.READY,),                                  # engine claims a plan slot
+    W.QUEUED: (W.PLANNING,                                   # planner succeeded
+               W.RUN_FAILED, W.FAILED, W.ABORTED),           # user: rerun
+    W.PLAN_FAILED: (W.PLANNING,),
+    W.RUNNING: (W.QUEUED,),                                  # engine: pegasus-run
+    W.RUN_FAILED: (W.QUEUED, W.RUNNING),
+    W.SUCCESSFUL: (W.RUNNING,),
+    W.FAILED: (W.RUNNING,),
+    W.READY: (W.PLAN_FAILED, W.RUN_FAILED, W.FAILED, W.ABORTED,  # user: replan
+              W.PLANNING),                                       # engine: planner lost
+    W.ABORTED: (W.READY, W.QUEUED,                           # user: at once
+                W.PLANNING, W.RUNNING),                      # engine: after kill/remove
+}
+
+# What a user may ask for through `state=` on a workflow, by verb.
+USER_WORKFLOW_REQUESTS = {
+    W.READY: "replan",
+    W.QUEUED: "rerun",
+    W.ABORTED: "abort",
+}
+
+# Ensembles move freely between their three states.
+ENSEMBLE_TRANSITIONS = {s: tuple(o for o in EnsembleState.ALL if o != s)
+                        for s in EnsembleState.ALL}
+
+TRIGGER_TRANSITIONS = {
+    TriggerState.RUNNING: (TriggerState.READY,),
+    TriggerState.STOPPED: TriggerState.LIVE,
+    TriggerState.TIMED_OUT: TriggerState.LIVE,
+    TriggerState.FAILED: TriggerState.LIVE,
+}
+
+
+def parse(value, allowed, what):
+    """Normalise a state name from a request, or raise 400 naming the choices."""
+    state = str(value).strip().upper()
+    if state not in allowed:
+        raise BadRequest("Invalid %s state: %s (one of %s)"
+                         % (what, value, ", ".join(allowed)))
+    return state
+
+
+def sources(table, new):
+    """Old states from which `new` may be reached (empty if none)."""
+    return table.get(new, ())
+
+
+def check(table, what, name, old, new, verb=None):
+    """Raise 409 naming the current state when old -> new is not allowed."""
+    if old not in sources(table, new):
+        action = verb or ("move to %s" % new)
+        raise Conflict("Cannot %s %s %s: it is %s" % (action, what, name, old))

@@ -1,0 +1,109 @@
+"""The Pegasus 5.x JSON shapes: the only module that knows field names.
+
+Extra fields are ours (reason, ensemble, schedule of triggers); the 5.x
+client ignores them.
+"""
+
+import json
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
+def encode(obj):
+    return _dumps(obj).encode("utf-8")
+
+
+def message(text):
+    return {"message": text}
+
+
+def ensemble_url(base, name):
+    return "%s/ensembles/%s" % (base, name)
+
+
+def ensemble(e, base):
+    href = ensemble_url(base, e.name)
+    return {
+        "id": e.id,
+        "name": e.name,
+        "created": e.created,
+        "updated": e.updated,
+        "state": e.state,
+        "max_running": e.max_running,
+        "max_planning": e.max_planning,
+        "workflows": href + "/workflows",
+        "href": href,
+    }
+
+
+def workflow_url(base, ensemble_name, name):
+    return "%s/ensembles/%s/workflows/%s" % (base, ensemble_name, name)
+
+
+def workflow_rows(rows, base):
+    """List objects straight from store rows (id, ensemble_id, ensemble, name, ...)."""
+    prefix = None
+    out = []
+    append = out.append
+    for r in rows:
+        if prefix is None:
+            prefix = "%s/ensembles/%s/workflows/" % (base, r[2])
+        append({"id": r[0], "name": r[3], "created": r[10], "updated": r[11], "state": r[4],
+                "priority": r[5], "wf_uuid": r[8], "href": prefix + r[3]})
+    return out
+
+
+def workflow(w, base, log):
+    return {
+        "id": w.id,
+        "name": w.name,
+        "created": w.created,
+        "updated": w.updated,
+        "state": w.state,
+        "priority": w.priority,
+        "wf_uuid": w.wf_uuid,
+        "href": workflow_url(base, w.ensemble, w.name),
+        "basedir": w.basedir,
+        "plan_command": w.plan_command,
+        "log": log,
+        "submitdir": w.submitdir,
+        "ensemble": w.ensemble,
+        "reason": w.reason,
+    }
+
+
+def trigger_url(base, ensemble_name, name):
+    return "%s/ensembles/%s/triggers/%s" % (base, ensemble_name, name)
+
+
+def trigger(t, base, workflows=None):
+    args = {"interval": t.interval, "timeout": t.timeout}
+    if t.type == "FILE_PATTERN":
+        args["file_patterns"] = list(t.file_patterns)
+    obj = {
+        "id": t.id,
+        "ensemble_id": t.ensemble_id,
+        "name": t.name,
+        "state": t.state,
+        "workflow": {"script": t.script, "args": list(t.args)},
+        "args": args,
+        "type": t.type,
+        "ensemble": t.ensemble,
+        "basedir": t.basedir,
+        "created": t.created,
+        "updated": t.updated,
+        "next_fire": t.next_fire,
+        "deadline": t.deadline,
+        "fire_count": t.fire_count,
+        "failures": t.failures,
+        "last_error": t.last_error,
+        "href": trigger_url(base, t.ensemble, t.name),
+    }
+    if workflows is not None:
+        obj["workflows"] = workflows
+    return obj
+
+
+def event(row):
+    return {"id": row[0], "time": row[1], "workflow_id": row[2], "trigger_id": row[3],
+            "old_state": row[4], "new_state": row[5], "reason": row[6]}

@@ -1,0 +1,94 @@
+"""Import rules, checked on the source with `ast`: stdlib only at run time, and
+layers that only import downwards (the client side never imports the server)."""
+
+import ast
+import os
+import sys
+
+import pytest
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pegasus_em")
+
+# module -> the modules of ours it may import (STYLE.md §7).  A module missing
+# here fails the test: every new module must declare its place.
+LAYERS = {
+    "__init__": set(),
+    "errors": set(),
+    "states": {"errors"},
+    "model": {"errors", "states"},
+    "config": {"errors"},
+    "wire": {"model", "states", "errors"},
+    "db": {"errors"},
+    "store": {"db", "model", "states", "errors"},
+    "auth": {"errors", "config"},
+    "ops": {"store", "db", "model", "states", "errors"},
+    "api": {"ops", "wire", "errors", "auth", "states"},
+    "httpd": {"errors", "config"},
+    "daemon": {"__init__", "config", "api", "auth", "db", "errors", "httpd", "ops", "store",
+               "states", "wire", "model"},
+    "client": {"__init__", "errors", "config"},
+    "fmt": set(),
+    "cli": {"__init__", "client", "fmt", "config", "errors", "states", "daemon"},
+    "__main__": {"cli"},
+    "pservice": {"__init__", "config", "errors"},
+}
+CLIENT_SIDE = {"client", "fmt", "cli", "__main__"}
+SERVER_SIDE = {"db", "store", "ops", "api", "httpd", "daemon", "auth", "wire"}
+LAZY_ALLOWED = {("cli", "daemon")}  # `pegasus-em server` imports the daemon inside a function
+
+
+def modules():
+    return sorted(f[:-3] for f in os.listdir(PACKAGE) if f.endswith(".py"))
+
+
+def imports(module):
+    """(name, top_level) for each import; relative ones are resolved to our modules."""
+    with open(os.path.join(PACKAGE, module + ".py")) as f:
+        tree = ast.parse(f.read())
+    top_level = set(id(n) for n in tree.body)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, id(node) in top_level) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = node.module or ""
+                names = [base] if base else [
+                    a.name if a.name in modules() else "__init__" for a in node.names]
+                found += [("pegasus_em." + n, id(node) in top_level) for n in names]
+            else:
+                found.append((node.module, id(node) in top_level))
+    return found
+
+
+def test_every_module_has_a_declared_layer():
+    assert set(modules()) <= set(LAYERS), set(modules()) - set(LAYERS)
+
+
+@pytest.mark.parametrize("module", modules())
+def test_runtime_imports_are_standard_library(module):
+    stdlib = sys.stdlib_module_names
+    for name, _ in imports(module):
+        top = name.split(".")[0]
+        assert top == "pegasus_em" or top in stdlib, "%s imports %s" % (module, name)
+
+
+@pytest.mark.parametrize("module", modules())
+def test_imports_follow_the_layers(module):
+    for name, top_level in imports(module):
+        if not name.startswith("pegasus_em"):
+            continue
+        target = name.split(".", 1)[1] if "." in name else "__init__"
+        if (module, target) in LAZY_ALLOWED and not top_level:
+            continue
+        assert target in LAYERS.get(module, set()), "%s may not import %s" % (module, target)
+
+
+@pytest.mark.parametrize("module", sorted(CLIENT_SIDE))
+def test_client_side_never_imports_server_side_at_import_time(module):
+    if not os.path.exists(os.path.join(PACKAGE, module + ".py")):
+        pytest.skip("no %s module" % module)
+    for name, top_level in imports(module):
+        target = name.split(".", 1)[-1]
+        if top_level:
+            assert target not in SERVER_SIDE, "%s imports %s" % (module, target)

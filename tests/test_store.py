@@ -1,0 +1,126 @@
+"""The sqlite store and the transition table, on real files."""
+
+import sqlite3
+import threading
+
+import pytest
+
+from pegasus_em import db as dbmod
+from pegasus_em import states, store
+from pegasus_em.errors import BadRequest, Conflict
+from pegasus_em.ops import Ops
+from pegasus_em.states import WorkflowState as W
+
+
+@pytest.fixture
+def ops(tmp_path):
+    database = dbmod.open_database(str(tmp_path / "em.db"))
+    yield Ops(database, str(tmp_path / "ensembles"))
+    database.close()
+
+
+def test_fresh_file_is_migrated_to_the_newest_schema(tmp_path):
+    path = str(tmp_path / "em.db")
+    dbmod.open_database(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(dbmod.SCHEMA)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"ensembles", "workflows", "triggers", "events"} <= tables
+    conn.close()
+    dbmod.open_database(path).close()  # reopening is a no-op
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = str(tmp_path / "em.db")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=%d" % (len(dbmod.SCHEMA) + 1))
+    conn.close()
+    with pytest.raises(dbmod.SchemaTooNew, match="schema version"):
+        dbmod.open_database(path)
+
+
+def test_failed_transaction_leaves_nothing(ops):
+    with pytest.raises(RuntimeError):
+        with ops.db.write() as conn:
+            store.insert_ensemble(conn, "e", "ACTIVE", 1, 1, 1.0)
+            raise RuntimeError("boom")
+    assert ops.list_ensembles() == []
+
+
+def test_compare_and_set_loses_to_an_earlier_writer(ops):
+    ops.create_ensemble("e")
+    w = ops.submit("e", "w", "/tmp", "x")
+    with ops.db.write() as conn:
+        assert store.change_workflow_state(conn, w, W.PLANNING, 2.0, "claimed")
+        # `w` is now stale: a second claim from READY must not succeed.
+        assert not store.change_workflow_state(conn, w, W.PLANNING, 3.0, "claimed again")
+    events = ops.history("e", "w")
+    assert [(e[4], e[5]) for e in events] == [(None, W.READY), (W.READY, W.PLANNING)]
+
+
+def test_concurrent_claims_succeed_exactly_once(ops):
+    ops.create_ensemble("e")
+    w = ops.submit("e", "w", "/tmp", "x")
+    wins = []
+
+    def claim():
+        with ops.db.write() as conn:
+            wins.append(store.change_workflow_state(conn, w, W.PLANNING, 2.0, "claim"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize("old,new,ok", [
+    (W.READY, W.PLANNING, True), (W.PLANNING, W.QUEUED, True), (W.PLANNING, W.PLAN_FAILED, True),
+    (W.QUEUED, W.RUNNING, True), (W.RUNNING, W.SUCCESSFUL, True), (W.RUNNING, W.FAILED, True),
+    (W.PLAN_FAILED, W.READY, True), (W.FAILED, W.QUEUED, True), (W.RUN_FAILED, W.QUEUED, True),
+    (W.SUCCESSFUL, W.READY, False), (W.SUCCESSFUL, W.QUEUED, False), (W.READY, W.RUNNING, False),
+    (W.READY, W.SUCCESSFUL, False), (W.PLAN_FAILED, W.QUEUED, False), (W.ABORTED, W.ABORTED, False),
+])
+def test_transition_table(old, new, ok):
+    if ok:
+        states.check(states.WORKFLOW_TRANSITIONS, "workflow", "e.w", old, new)
+    else:
+        with pytest.raises(Conflict, match="it is %s" % old):
+            states.check(states.WORKFLOW_TRANSITIONS, "workflow", "e.w", old, new)
+
+
+def test_every_state_is_reachable_and_table_names_only_known_states():
+    for new, olds in states.WORKFLOW_TRANSITIONS.items():
+        assert new in W.ALL and set(olds) <= set(W.ALL)
+    reachable = {W.READY} | set(states.WORKFLOW_TRANSITIONS)
+    assert reachable == set(W.ALL)
+
+
+def test_parse_state_is_case_insensitive_and_strict():
+    assert states.parse("held", states.EnsembleState.ALL, "ensemble") == "HELD"
+    with pytest.raises(BadRequest, match="one of ACTIVE, PAUSED, HELD"):
+        states.parse("STOPPED", states.EnsembleState.ALL, "ensemble")
+
+
+def test_abort_of_running_workflow_is_recorded_as_a_request(ops):
+    ops.create_ensemble("e")
+    w = ops.submit("e", "w", "/tmp", "x")
+    with ops.db.write() as conn:
+        store.change_workflow_state(conn, w, W.PLANNING, 2.0, "claimed")
+    w = ops.update_workflow("e", "w", state="ABORTED")
+    assert w.state == W.PLANNING
+    with ops.db.read() as conn:
+        assert conn.execute("SELECT abort_requested FROM workflows").fetchone()[0] == 1
+
+
+def test_wake_is_called_after_changes(tmp_path):
+    calls = []
+    database = dbmod.open_database(str(tmp_path / "em.db"))
+    o = Ops(database, str(tmp_path), wake=lambda: calls.append(1))
+    o.create_ensemble("e")
+    o.submit("e", "w", "/tmp", "x")
+    o.update_ensemble("e", state="PAUSED")
+    assert len(calls) == 2
+    database.close()
