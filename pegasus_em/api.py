@@ -176,6 +176,10 @@ class App:
         return json_response(wire.ensemble(e, req.base))
 
     def list_workflows(self, req, ensemble):
+        text = self.ops.list_workflows_json(ensemble, wire.WORKFLOW_LIST_FIELDS,
+                                            wire.workflow_list_prefix(req.base, ensemble))
+        if text is not None:
+            return Response(200, text.encode("utf-8"), _JSON)
         rows = self.ops.list_workflow_rows(ensemble)
         return json_response(wire.workflow_rows(rows, req.base))
 

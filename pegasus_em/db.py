@@ -40,6 +40,8 @@ SCHEMA = [
         updated REAL NOT NULL,
         UNIQUE (ensemble_id, name)
     );
+    -- Listings in submission order without a sort.
+    CREATE INDEX workflows_ensemble ON workflows (ensemble_id);
     -- The engine only ever looks at workflows that still need work.
     CREATE INDEX workflows_active ON workflows (ensemble_id, priority DESC, id)
         WHERE state IN ('READY', 'PLANNING', 'QUEUED', 'RUNNING');

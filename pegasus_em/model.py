@@ -63,6 +63,12 @@ class Trigger(NamedTuple):
     last_error: Optional[str]
 
 
+def timestamp(seconds):
+    """Stored times keep 10 us: 15 significant digits, which is exactly what
+    SQLite's JSON functions print, so JSON made in SQL and in Python agree."""
+    return round(seconds, 5)
+
+
 def name(value, what="ensemble"):
     """Names follow Pegasus: [a-zA-Z0-9_-]+, shorter than 100 characters."""
     if value is None or value == "":

@@ -10,6 +10,7 @@ import time
 
 from . import model, states, store
 from .errors import BadRequest, Conflict
+from .model import Workflow
 from .states import EnsembleState, TriggerState, TriggerType, WorkflowState
 
 MAX_LIST = 1000
@@ -23,6 +24,9 @@ class Ops:
         self.clock = clock
         # analyzer(submitdir) -> (exit code, text): pegasus-analyzer, injected by the daemon.
         self.analyzer = analyzer
+
+    def now(self):
+        return model.timestamp(self.clock())
 
     # ---- ensembles --------------------------------------------------------
 
@@ -40,7 +44,7 @@ class Ops:
         max_running = model.throttle(max_running, "max_running")
         with self.db.write() as conn:
             return store.insert_ensemble(conn, name, EnsembleState.ACTIVE, max_planning,
-                                         max_running, self.clock())
+                                         max_running, self.now())
 
     def update_ensemble(self, name, state=None, max_planning=None, max_running=None):
         """Throttles and state together, all validated before anything changes."""
@@ -50,7 +54,7 @@ class Ops:
             max_planning = model.throttle(max_planning, "max_planning")
         if max_running is not None:
             max_running = model.throttle(max_running, "max_running")
-        now = self.clock()
+        now = self.now()
         with self.db.write() as conn:
             e = store.get_ensemble(conn, name)
             if max_planning is not None or max_running is not None:
@@ -70,6 +74,12 @@ class Ops:
             e = store.get_ensemble(conn, ensemble)
             return store.list_workflow_rows(conn, e)
 
+    def list_workflows_json(self, ensemble, fields, href_prefix):
+        """JSON text of the listing made by SQLite, or None (then use the rows)."""
+        with self.db.read() as conn:
+            e = store.get_ensemble(conn, ensemble)
+            return store.list_workflows_json(conn, e, fields, href_prefix)
+
     def get_workflow(self, ensemble, workflow):
         with self.db.read() as conn:
             return store.get_workflow(conn, store.get_ensemble(conn, ensemble), workflow)
@@ -81,13 +91,14 @@ class Ops:
             raise BadRequest("Specify 'basedir' as an absolute path: %r" % basedir)
         plan_command = model.text(plan_command, "plan_command", limit=65536)
         priority = model.integer(priority if priority not in (None, "") else 0, "priority")
+        now = self.now()
         with self.db.write() as conn:
             e = store.get_ensemble(conn, ensemble)
-            store.insert_workflow(conn, e, name, priority, basedir, plan_command,
-                                  WorkflowState.READY, self.clock())
-            w = store.get_workflow(conn, e, name)
+            wf_id = store.insert_workflow(conn, e, name, priority, basedir, plan_command,
+                                          WorkflowState.READY, now)
         self.wake()
-        return w
+        return Workflow(wf_id, e.id, e.name, name, WorkflowState.READY, priority, basedir,
+                        plan_command, None, None, now, now, None)
 
     def update_workflow(self, ensemble, workflow, state=None, priority=None):
         """priority and/or a user request: replan (READY), rerun (QUEUED), abort (ABORTED)."""
@@ -95,7 +106,7 @@ class Ops:
             state = states.parse(state, WorkflowState.ALL, "ensemble workflow")
         if priority is not None:
             priority = model.integer(priority, "priority")
-        now = self.clock()
+        now = self.now()
         with self.db.write() as conn:
             w = store.get_workflow(conn, store.get_ensemble(conn, ensemble), workflow)
             if priority is not None:
@@ -190,7 +201,7 @@ class Ops:
         with self.db.write() as conn:
             e = store.get_ensemble(conn, ensemble)
             t = store.insert_trigger(conn, e, name, type_, TriggerState.READY, script, args,
-                                     interval, timeout, file_patterns, basedir, self.clock())
+                                     interval, timeout, file_patterns, basedir, self.now())
         self.wake()
         return t
 
@@ -204,7 +215,7 @@ class Ops:
 
     def stop_trigger(self, ensemble, name, purge=False):
         """STOPPED at once; `purge` also forgets it and its history."""
-        now = self.clock()
+        now = self.now()
         with self.db.write() as conn:
             t = store.get_trigger(conn, store.get_ensemble(conn, ensemble), name)
             if t.state in TriggerState.LIVE:

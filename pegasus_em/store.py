@@ -125,6 +125,18 @@ def list_workflow_rows(conn, ensemble):
                         % (_WORKFLOW_COLS, _WORKFLOW_FROM), (ensemble.id,)).fetchall()
 
 
+def list_workflows_json(conn, ensemble, fields, href_prefix):
+    """The list as JSON text built by SQLite (10,000 workflows in a few ms
+    instead of tens); None when this SQLite lacks the JSON functions."""
+    obj = "json_object(%s)" % ", ".join("'%s', %s" % f for f in fields)
+    sql = ("SELECT '[' || coalesce(group_concat(j, ', '), '') || ']' FROM"
+           " (SELECT %s AS j FROM workflows w WHERE w.ensemble_id = ? ORDER BY w.id)" % obj)
+    try:
+        return conn.execute(sql, (href_prefix, ensemble.id)).fetchone()[0]
+    except sqlite3.OperationalError:
+        return None
+
+
 def count_workflows(conn, ensemble):
     return dict(conn.execute("SELECT state, count(*) FROM workflows WHERE ensemble_id = ?"
                              " GROUP BY state", (ensemble.id,)).fetchall())

@@ -40,6 +40,17 @@ def workflow_url(base, ensemble_name, name):
     return "%s/ensembles/%s/workflows/%s" % (base, ensemble_name, name)
 
 
+# name -> SQL expression over `workflows w`; `?` is the href prefix.
+WORKFLOW_LIST_FIELDS = (("id", "w.id"), ("name", "w.name"), ("created", "w.created"),
+                        ("updated", "w.updated"), ("state", "w.state"),
+                        ("priority", "w.priority"), ("wf_uuid", "w.wf_uuid"),
+                        ("href", "? || w.name"))
+
+
+def workflow_list_prefix(base, ensemble_name):
+    return "%s/ensembles/%s/workflows/" % (base, ensemble_name)
+
+
 def workflow_rows(rows, base):
     """List objects straight from store rows (id, ensemble_id, ensemble, name, ...)."""
     prefix = None

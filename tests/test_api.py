@@ -421,3 +421,18 @@ def test_keep_alive_serves_many_requests_on_one_connection(shared_daemon):
     conn.request("GET", "/ensembles", headers={"Authorization": "Basic " + token})
     assert conn.getresponse().status == 200
     conn.close()
+
+
+def test_listing_made_in_sql_equals_the_python_rendering(shared_daemon, ens):
+    """The list is rendered by SQLite for speed; it must say what the detail says."""
+    for i in range(5):
+        submit(shared_daemon, ens, "w%d" % i, priority=str(i - 2))
+    listing = shared_daemon.request("GET", "/ensembles/%s/workflows" % ens)[2]
+    for item in listing:
+        detail = shared_daemon.request("GET", "/ensembles/%s/workflows/%s" % (ens, item["name"]))[2]
+        assert item == {k: detail[k] for k in item}
+
+
+def test_empty_listing_is_an_empty_list(shared_daemon, ens):
+    st, headers, body = shared_daemon.request("GET", "/ensembles/%s/workflows" % ens)
+    assert (st, body) == (200, []) and headers["Content-Type"] == "application/json"

@@ -124,3 +124,15 @@ def test_wake_is_called_after_changes(tmp_path):
     o.update_ensemble("e", state="PAUSED")
     assert len(calls) == 2
     database.close()
+
+
+def test_sql_rendered_listing_equals_python_rendering(ops):
+    import json
+    from pegasus_em import wire
+    ops.create_ensemble("e")
+    for i in range(20):
+        ops.submit("e", "w%d" % i, "/tmp", "x", priority=i % 3)
+    base = 'http://h:1/"quoted"'
+    text = ops.list_workflows_json("e", wire.WORKFLOW_LIST_FIELDS,
+                                   wire.workflow_list_prefix(base, "e"))
+    assert json.loads(text) == wire.workflow_rows(ops.list_workflow_rows("e"), base)
