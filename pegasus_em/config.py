@@ -50,7 +50,10 @@ SETTINGS = (
     _setting("STORAGE_DIRECTORY", None, "pegasus-service storage directory", *_OPT_STR),
     _setting("USERNAME", None, "user name for the ensemble manager's HTTP Basic auth", *_OPT_STR),
     _setting("PASSWORD", None, "password for the ensemble manager's HTTP Basic auth", *_OPT_STR),
-    _setting("EM_INTERVAL", 60, "seconds between checks of running workflows", int, float),
+    _setting("EM_INTERVAL", 5, "longest wait in seconds between looks at a running workflow; "
+             "exits of local planners and DAGMans are seen at once (Pegasus: 60)", int, float),
+    _setting("EM_PLAN_TIMEOUT", None, "seconds a plan command may run before it is stopped "
+             "and the workflow fails (None: no limit)", int, float, type(None)),
     _setting("EM_PORT", None, "pegasus-em server port (default 7919 + uid % 57616)", *_OPT_INT),
     _setting("PEGASUS_HOME", None, "Pegasus installation whose bin/ holds pegasus-plan", *_OPT_STR),
     _setting("CONDOR_HOME", None, "HTCondor installation whose bin/ holds condor_submit_dag",

@@ -9,12 +9,13 @@ import signal
 import sys
 import threading
 
-from . import __version__, config
+from . import __version__, config, runner
 from .api import App
 from .auth import BasicAuth
 from .db import SchemaTooNew, open_database
 from .errors import ConfigError
 from .httpd import Server
+from .manager import Manager, Settings
 from .ops import Ops
 
 log = logging.getLogger("pegasus_em")
@@ -60,11 +61,12 @@ def serve(host=None, port=None, debug=False):
 
 
 class Daemon:
-    def __init__(self, paths, cfg, db, server, lock_fd):
+    def __init__(self, paths, cfg, db, server, lock_fd, manager):
         self.paths = paths
         self.config = cfg
         self.db = db
         self.server = server
+        self.manager = manager
         self._lock_fd = lock_fd
         self._thread = None
 
@@ -88,7 +90,11 @@ class Daemon:
             db = open_database(paths.db)
         except SchemaTooNew as e:
             raise ConfigError(str(e))
-        ops = Ops(db, paths.ensembles)
+        env = child_environment(cfg)
+        manager = Manager(db, paths.ensembles, Settings(
+            interval=cfg["EM_INTERVAL"], plan_timeout=cfg["EM_PLAN_TIMEOUT"], env=env))
+        ops = Ops(db, paths.ensembles, wake=manager.wake,
+                  analyzer=lambda submitdir: analyze(submitdir, env))
         app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"]).authenticate)
         host = host or "127.0.0.1"
         port = _port(port, cfg)
@@ -97,7 +103,7 @@ class Daemon:
         except OSError as e:
             db.close()
             raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
-        daemon = cls(paths, cfg, db, server, lock_fd)
+        daemon = cls(paths, cfg, db, server, lock_fd, manager)
         daemon._run()
         return daemon
 
@@ -105,6 +111,7 @@ class Daemon:
         self._thread = threading.Thread(target=self.server.serve_forever, name="http",
                                         daemon=True)
         self._thread.start()
+        self.manager.start()
         write_endpoint(self.paths.endpoint, self.server.url)
         log.info("pegasus-em %s serving %s (pid %d)", __version__, self.server.url, os.getpid())
 
@@ -112,12 +119,27 @@ class Daemon:
         log.info("shutting down")
         self.server.shutdown()
         self.server.server_close()
+        self.manager.stop()  # planners and DAGMans go on; a restart picks them up
         self.db.close()
         try:
             os.unlink(self.paths.endpoint)
         except FileNotFoundError:
             pass
         os.close(self._lock_fd)
+
+
+def child_environment(cfg):
+    """What plan commands and Pegasus tools run with: ours, plus the configured bin dirs."""
+    env = dict(os.environ)
+    extra = [os.path.join(cfg[k], "bin") for k in ("PEGASUS_HOME", "CONDOR_HOME") if cfg[k]]
+    if extra:
+        env["PATH"] = os.pathsep.join(extra + [env.get("PATH", os.defpath)])
+    return env
+
+
+def analyze(submitdir, env):
+    result = runner.run(["pegasus-analyzer", submitdir], timeout=300, env=env)
+    return result.rc, result.output
 
 
 def _port(port, cfg):

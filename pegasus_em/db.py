@@ -80,6 +80,20 @@ SCHEMA = [
     CREATE INDEX events_workflow ON events (workflow_id, id) WHERE workflow_id IS NOT NULL;
     CREATE INDEX events_ensemble ON events (ensemble_id, id);
     """,
+    # version 2: what the engine records before it acts, to reconcile after a crash
+    """
+    ALTER TABLE workflows ADD COLUMN plan_pid INTEGER;     -- planner wrapper (own session)
+    ALTER TABLE workflows ADD COLUMN plan_start INTEGER;   -- its start time, /proc stat field 22
+    ALTER TABLE workflows ADD COLUMN plan_offset INTEGER;  -- log size before this attempt
+    ALTER TABLE workflows ADD COLUMN plan_began REAL;
+    ALTER TABLE workflows ADD COLUMN run_phase TEXT;       -- submit | follow | remove
+    ALTER TABLE workflows ADD COLUMN run_pid INTEGER;      -- pegasus-run / pegasus-remove wrapper
+    ALTER TABLE workflows ADD COLUMN run_start INTEGER;
+    ALTER TABLE workflows ADD COLUMN run_began REAL;
+    ALTER TABLE workflows ADD COLUMN baseline_blocks INTEGER;  -- dagman.out runs before ours
+    ALTER TABLE workflows ADD COLUMN baseline_id TEXT;
+    ALTER TABLE workflows ADD COLUMN dagman_held INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 

@@ -124,3 +124,41 @@ def text(value, field, limit=4096, required=True):
     if "\x00" in value:
         raise BadRequest("'%s' contains a NUL character" % field)
     return value
+
+
+class EngineRow(NamedTuple):
+    """A workflow as the engine sees it while planning or running it."""
+    id: int
+    ensemble_id: int
+    ensemble: str
+    name: str
+    state: str
+    basedir: str
+    plan_command: str
+    submitdir: Optional[str]
+    wf_uuid: Optional[str]
+    abort_requested: int
+    plan_pid: Optional[int]
+    plan_start: Optional[int]
+    plan_offset: Optional[int]
+    plan_began: Optional[float]
+    run_phase: Optional[str]
+    run_pid: Optional[int]
+    run_start: Optional[int]
+    run_began: Optional[float]
+    baseline_blocks: Optional[int]
+    baseline_id: Optional[str]
+    dagman_held: int
+    ensemble_state: str
+
+
+class EnsembleLoad(NamedTuple):
+    """An ensemble's throttles and how many of its workflows are in each busy state."""
+    id: int
+    state: str
+    max_planning: int
+    max_running: int
+    ready: int
+    planning: int
+    queued: int
+    running: int

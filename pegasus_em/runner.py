@@ -295,3 +295,40 @@ def _append(path, text):
         os.write(fd, text.encode("utf-8"))
     finally:
         os.close(fd)
+
+
+def find_by_result(result_path):
+    """The live wrapper writing `result_path`, found in /proc; None if there is none.
+
+    Used after a crash between recording an intent and recording the pid.
+    """
+    target = result_path.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if WRAPPER_NAME.encode() in argv and target in argv:
+            pid = int(entry)
+            start = process_start_time(pid)
+            if start is not None and is_alive(pid, start):
+                return Spawned(pid, start)
+    return None
+
+
+def pidfd(pid, start_time):
+    """A descriptor that becomes readable when the process exits; None if unsupported
+    or the process is already gone (then poll instead)."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if not is_alive(pid, start_time):  # the pid was reused before we opened it
+        os.close(fd)
+        return None
+    return fd

@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 from .errors import Conflict, NotFound
-from .model import Ensemble, Trigger, Workflow
+from .model import Ensemble, EngineRow, EnsembleLoad, Trigger, Workflow
 from .states import ENSEMBLE_TRANSITIONS, TRIGGER_TRANSITIONS, WORKFLOW_TRANSITIONS, sources
 
 _ENSEMBLE_COLS = "id, name, state, max_planning, max_running, created, updated"
@@ -224,3 +224,57 @@ def change_trigger_state(conn, trigger, new, now, reason=None):
 
 def delete_trigger(conn, trigger):
     conn.execute("DELETE FROM triggers WHERE id = ?", (trigger.id,))
+
+
+# ---- engine ---------------------------------------------------------------
+
+_ACTIVE_SQL = "('READY', 'PLANNING', 'QUEUED', 'RUNNING')"
+_ENGINE_COLS = ("w.id, w.ensemble_id, e.name, w.name, w.state, w.basedir, w.plan_command,"
+                " w.submitdir, w.wf_uuid, w.abort_requested, w.plan_pid, w.plan_start,"
+                " w.plan_offset, w.plan_began, w.run_phase, w.run_pid, w.run_start, w.run_began,"
+                " w.baseline_blocks, w.baseline_id, w.dagman_held, e.state")
+
+
+def busy_rows(conn):
+    """Every PLANNING or RUNNING workflow: at most the sum of the throttles."""
+    rows = conn.execute("SELECT %s FROM %s WHERE w.state IN ('PLANNING', 'RUNNING')"
+                        " AND w.state IN %s" % (_ENGINE_COLS, _WORKFLOW_FROM, _ACTIVE_SQL))
+    return [EngineRow._make(r) for r in rows]
+
+
+def engine_row(conn, workflow_id):
+    row = conn.execute("SELECT %s FROM %s WHERE w.id = ?" % (_ENGINE_COLS, _WORKFLOW_FROM),
+                       (workflow_id,)).fetchone()
+    return EngineRow._make(row) if row else None
+
+
+def ensemble_loads(conn):
+    """Per ensemble with work: throttles and counts, read through the partial index."""
+    counts = {}
+    for ensemble_id, state, n in conn.execute(
+            "SELECT ensemble_id, state, count(*) FROM workflows WHERE state IN %s"
+            " GROUP BY ensemble_id, state" % _ACTIVE_SQL):
+        counts.setdefault(ensemble_id, {})[state] = n
+    if not counts:
+        return []
+    rows = conn.execute("SELECT id, state, max_planning, max_running FROM ensembles WHERE id IN"
+                        " (%s)" % ",".join("?" * len(counts)), list(counts))
+    return [EnsembleLoad(i, s, mp, mr, counts[i].get("READY", 0), counts[i].get("PLANNING", 0),
+                         counts[i].get("QUEUED", 0), counts[i].get("RUNNING", 0))
+            for i, s, mp, mr in rows]
+
+
+def next_in_queue(conn, ensemble_id, state, limit):
+    """Ids of the first `limit` workflows in `state`: higher priority first, then oldest."""
+    rows = conn.execute(
+        "SELECT id FROM workflows WHERE ensemble_id = ? AND state = ? AND abort_requested = 0"
+        " AND state IN %s ORDER BY priority DESC, id LIMIT ?" % _ACTIVE_SQL,
+        (ensemble_id, state, limit))
+    return [r[0] for r in rows]
+
+
+def update_engine(conn, workflow_id, **fields):
+    """Record engine bookkeeping (pids, phases) without a state change."""
+    assignments = ", ".join("%s = ?" % k for k in fields)
+    conn.execute("UPDATE workflows SET %s WHERE id = ?" % assignments,
+                 list(fields.values()) + [workflow_id])

@@ -13,10 +13,12 @@ from conftest import unique
 
 @pytest.fixture
 def ens(shared_daemon):
+    """A PAUSED ensemble: its workflows stay READY while the API is under test."""
     name = unique("ens")
     st, _, body = shared_daemon.request("POST", "/ensembles",
                                         {"name": name, "max_planning": 2, "max_running": 3})
     assert st == 201, body
+    assert shared_daemon.request("POST", "/ensembles/" + name, {"state": "PAUSED"})[0] == 200
     return name
 
 
@@ -53,7 +55,7 @@ def test_ensemble_defaults_throttles_to_one(shared_daemon):
     assert (st, e["max_planning"], e["max_running"]) == (200, 1, 1)
 
 
-@pytest.mark.parametrize("state", ["PAUSED", "HELD", "ACTIVE", "paused"])
+@pytest.mark.parametrize("state", ["HELD", "ACTIVE", "paused"])
 def test_state_change_of_ensemble(shared_daemon, ens, state):
     st, _, e = shared_daemon.request("POST", "/ensembles/" + ens, {"state": state})
     assert st == 200 and e["state"] == state.upper()
@@ -217,6 +219,7 @@ def test_duplicate_ensemble_is_409(shared_daemon, ens):
     ({"max_planning": "3", "max_running": "0"}, 400, "max_running"),
 ])
 def test_bad_ensemble_update_changes_nothing(shared_daemon, ens, form, status, message):
+    shared_daemon.request("POST", "/ensembles/" + ens, {"state": "ACTIVE"})
     before = shared_daemon.request("GET", "/ensembles/" + ens)[2]
     st, _, body = shared_daemon.request("POST", "/ensembles/" + ens, form)
     assert st == status and message in body["message"]

@@ -30,6 +30,7 @@ def test_full_session(em):
     assert ok(d.cli("pause", "myruns")) == "State: PAUSED\n"
     assert ok(d.cli("hold", "myruns")) == "State: HELD\n"
     assert ok(d.cli("activate", "myruns")) == "State: ACTIVE\n"
+    assert ok(d.cli("pause", "myruns")) == "State: PAUSED\n"  # keep workflows READY below
 
     proc = d.cli("config", "myruns.run1", "-P", "1", "-R", "5")
     assert ok(proc) == "Max Planning: 1\nMax Running: 5\n"
@@ -65,6 +66,7 @@ def test_full_session(em):
 def test_triggers_from_the_command_line(em):
     d = em
     ok(d.cli("create", "trig"))
+    ok(d.cli("pause", "trig"))
     script = d.user.write("wf/gen.sh", "#!/bin/sh\n", mode=0o755)
     assert ok(d.cli("cron-trigger", "trig", "hourly", "1h", script, "-t", "2d",
                     "-a", "--site local")) == ""

@@ -19,7 +19,7 @@ def test_missing_file_gives_defaults(tmp_path):
     cfg = config.load(str(tmp_path / "absent.py"))
     assert cfg == config.DEFAULTS and cfg.warnings == [] and cfg.path is None
     assert cfg["SERVER_PORT"] == 5000 and cfg["AUTHENTICATION"] == "PAMAuthentication"
-    assert cfg["PROCESS_SWITCHING"] is True and cfg["EM_INTERVAL"] == 60
+    assert cfg["PROCESS_SWITCHING"] is True and cfg["EM_INTERVAL"] == 5
 
 
 def test_every_pegasus_service_property_is_known():

@@ -70,6 +70,7 @@ def test_sigterm_shuts_down_cleanly(daemon):
 
 def test_state_survives_sigkill_and_restart(daemon):
     assert daemon.request("POST", "/ensembles", {"name": "keep", "max_running": "4"})[0] == 201
+    assert daemon.request("POST", "/ensembles/keep", {"state": "PAUSED"})[0] == 200
     assert daemon.request("POST", "/ensembles/keep/workflows", {
         "name": "w", "basedir": "/tmp", "plan_command": "x", "priority": "3"})[0] == 201
     daemon.kill()

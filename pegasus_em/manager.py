@@ -1,0 +1,534 @@
+"""The engine: plan, run and follow workflows in priority order under the throttles.
+
+Claim before act, reconcile on start.  Every step first records its intent in
+the store (READY -> PLANNING, QUEUED -> RUNNING with the dagman.out baseline),
+then acts (spawns the planner or pegasus-run, detached, writing its own exit
+status to a result file), then records the pid.  A daemon killed at any
+moment therefore finds, for every busy row, either a result file, a live
+process (by pid + start time, or by its result path in /proc), or proof that
+the action never began, and carries on from there: nothing is planned twice
+and nothing is left hanging.
+
+The engine thread sleeps until the API wakes it, a child process exits (a
+pidfd per planner, pegasus-run and local DAGMan), or a followed workflow is
+due for its next look at dagman.out.
+"""
+
+import logging
+import os
+import selectors
+import shlex
+import threading
+import time
+
+from . import dagstate, planout, policy, runner, store
+from .errors import EMError
+from .model import timestamp
+from .states import EnsembleState, WorkflowState as W
+
+log = logging.getLogger(__name__)
+
+PLAN_RESULT = ".plan.result"
+RUN_RESULT = ".run.result"
+REMOVE_RESULT = ".remove.result"
+SUBMIT, FOLLOW, REMOVE = "submit", "follow", "remove"
+FIRST_LOOK = 0.05       # seconds before the first look at a new DAGMan run
+MIN_TICK_GAP = 0.01     # a burst of API wakes costs at most 100 ticks a second
+LOG_TAIL = 65536
+
+
+class Settings:
+    def __init__(self, interval=5.0, plan_timeout=None, pending_timeout=300.0,
+                 liveness_every=10.0, env=None):
+        self.interval = float(interval)          # longest wait between looks at a workflow
+        self.plan_timeout = plan_timeout          # seconds, None = no limit
+        self.pending_timeout = pending_timeout
+        self.liveness_every = liveness_every
+        self.env = env
+
+
+class Tracked:
+    """What the engine keeps in memory about one busy workflow (rebuilt after a restart)."""
+
+    __slots__ = ("row", "fd", "fd_pid", "watch", "braindump", "kill", "timed_out",
+                 "next_look", "delay", "last_state", "retry_remove_at")
+
+    def __init__(self, row):
+        self.row = row
+        self.fd = self.fd_pid = self.watch = self.braindump = self.kill = None
+        self.timed_out = False
+        self.next_look = None   # monotonic time of the next look; None: wait for the pidfd
+        self.delay = FIRST_LOOK
+        self.last_state = None
+        self.retry_remove_at = 0.0
+
+
+class Manager:
+    def __init__(self, db, ensembles_dir, settings=None, clock=time.time,
+                 monotonic=time.monotonic):
+        self.db = db
+        self.ensembles_dir = ensembles_dir
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.tracked = {}
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = None
+        self._stop = threading.Event()
+
+    # ---- the loop ----------------------------------------------------------
+
+    def wake(self):
+        """Called by the API after any change: look again soon (coalesced)."""
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: a wake is already pending
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=10):
+        self._stop.set()
+        self.wake()
+        if self._thread:
+            self._thread.join(timeout)
+        for t in self.tracked.values():
+            _close(t)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self):
+        while not self._stop.is_set():
+            started = self.monotonic()
+            try:
+                wait = self.tick()
+            except Exception:
+                log.exception("engine tick failed; trying again")
+                wait = 1.0
+            self._wait(wait)
+            gap = MIN_TICK_GAP - (self.monotonic() - started)
+            if gap > 0 and not self._stop.is_set():
+                time.sleep(gap)
+
+    def _wait(self, timeout):
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(self._wake_r, selectors.EVENT_READ, None)
+            for t in self.tracked.values():
+                if t.fd is not None:
+                    sel.register(t.fd, selectors.EVENT_READ, t)
+            for key, _ in sel.select(max(0.0, timeout)):
+                if key.data is None:
+                    _drain(self._wake_r)
+                else:  # the process exited: look now; the fd has served its purpose
+                    key.data.next_look = 0.0
+                    os.close(key.data.fd)
+                    key.data.fd = None
+        finally:
+            sel.close()
+
+    # ---- one turn ----------------------------------------------------------
+
+    def tick(self):
+        """Handle every busy workflow, then fill free slots; -> seconds until due again."""
+        runner.reap()
+        with self.db.read() as conn:
+            rows = {r.id: r for r in store.busy_rows(conn)}
+        for wf_id in list(self.tracked):
+            if wf_id not in rows:
+                _close(self.tracked.pop(wf_id))
+        for row in rows.values():
+            t = self.tracked.setdefault(row.id, Tracked(row))
+            t.row = row
+            try:
+                self._handle(t)
+            except Exception:
+                log.exception("engine: error while handling %s.%s", row.ensemble, row.name)
+        self._start_new()
+        return self._next_due()
+
+    def _handle(self, t):
+        if t.row.state == W.PLANNING:
+            self._planning(t)
+        elif t.row.run_phase == SUBMIT or t.row.run_phase is None:
+            self._submitting(t)
+        else:
+            self._following(t)
+
+    def _next_due(self):
+        now = self.monotonic()
+        due = [t.next_look for t in self.tracked.values() if t.next_look is not None]
+        wait = min(due) - now if due else self.settings.interval
+        return max(0.0, min(wait, self.settings.interval))
+
+    # ---- planning ----------------------------------------------------------
+
+    def _planning(self, t):
+        row = t.row
+        result_path = self._path(row, PLAN_RESULT)
+        rc = runner.read_result(result_path)
+        if rc is not None:
+            return self._planned(t, rc)
+        if row.plan_pid is None and not self._adopt(t, result_path, "plan"):
+            if runner.read_result(result_path) is None:
+                # The daemon stopped between claiming and spawning: nothing ran yet.
+                return self._move(row, W.READY, "planner was never started; planning again")
+            return None
+        row = t.row
+        if runner.is_alive(row.plan_pid, row.plan_start):
+            return self._watch_planner(t)
+        if runner.read_result(result_path) is None:
+            if row.abort_requested:
+                return self._move(row, W.ABORTED, "aborted while planning")
+            return self._move(row, W.PLAN_FAILED, "planner (pid %d) vanished without an exit "
+                              "status" % row.plan_pid)
+        return None  # the result appeared meanwhile: next tick
+
+    def _watch_planner(self, t):
+        row = t.row
+        self._ensure_fd(t, row.plan_pid, row.plan_start)
+        limit = self.settings.plan_timeout
+        if t.kill is None and (row.abort_requested or
+                               (limit and self.clock() - (row.plan_began or 0) > limit)):
+            t.timed_out = not row.abort_requested
+            log.info("%s.%s: stopping planner pid %d (%s)", row.ensemble, row.name,
+                     row.plan_pid, "abort" if row.abort_requested else "timeout")
+            t.kill = runner.kill_group(row.plan_pid, row.plan_start)
+        if t.kill is not None:
+            t.kill.poll()
+            t.next_look = self.monotonic() + 0.5
+
+    def _planned(self, t, rc):
+        row = t.row
+        if row.abort_requested:
+            return self._move(row, W.ABORTED, "aborted while planning")
+        if t.timed_out:
+            return self._move(row, W.PLAN_FAILED, "planner timed out after %d s"
+                              % self.settings.plan_timeout)
+        if rc != 0:
+            return self._move(row, W.PLAN_FAILED, "planner exited with code %d%s"
+                              % (rc, _last_line(self._log_since(row, row.plan_offset))))
+        try:
+            submitdir, braindump = planout.find_submit_dir(
+                self._log_since(row, row.plan_offset), row.basedir)
+        except EMError as e:
+            return self._move(row, W.PLAN_FAILED, e.message)
+        return self._move(row, W.QUEUED, "planned into %s" % submitdir, submitdir=submitdir,
+                          wf_uuid=braindump["wf_uuid"], plan_pid=None, plan_start=None)
+
+    # ---- pegasus-run -------------------------------------------------------
+
+    def _submitting(self, t):
+        row = t.row
+        result_path = self._path(row, RUN_RESULT)
+        rc = runner.read_result(result_path)
+        if rc is None and row.run_pid is None and not self._adopt(t, result_path, "run"):
+            if runner.read_result(result_path) is None:
+                return self._spawn_run(t)  # intent recorded, but pegasus-run never started
+            return None
+        if rc is None:
+            row = t.row
+            if runner.is_alive(row.run_pid, row.run_start):
+                return self._ensure_fd(t, row.run_pid, row.run_start)
+            if runner.read_result(result_path) is None:
+                return self._move(row, W.RUN_FAILED, "pegasus-run (pid %d) vanished without an "
+                                  "exit status" % row.run_pid)
+            return None
+        return self._ran(t, rc)
+
+    def _ran(self, t, rc):
+        row = t.row
+        _close(t)
+        braindump = self._braindump(t)
+        if braindump is None:
+            return None
+        tail = self._log_tail(row)
+        if rc != 0 and "already running" not in tail:
+            return self._move(row, W.RUN_FAILED, "pegasus-run exited with code %d%s"
+                              % (rc, _last_line(tail)))
+        if not dagstate.is_followed(braindump):
+            return self._move(row, W.SUCCESSFUL, "pegasus-run of the %s workflow succeeded"
+                              % braindump.get("type"))
+        self._record(row, run_phase=FOLLOW, run_pid=None, run_start=None)
+        t.next_look = 0.0
+        return None
+
+    def _spawn_run(self, t):
+        row = t.row
+        command = "pegasus-run %s" % shlex.quote(row.submitdir)
+        try:
+            spawned = runner.spawn(command, row.submitdir, self._path(row, ".log"),
+                                   self._path(row, RUN_RESULT), self.settings.env)
+        except EMError as e:
+            return self._move(row, W.RUN_FAILED, e.message)
+        self._record(row, run_pid=spawned.pid, run_start=spawned.start_time)
+        return self._ensure_fd(t, spawned.pid, spawned.start_time)
+
+    # ---- following DAGMan --------------------------------------------------
+
+    def _following(self, t):
+        row = t.row
+        if t.watch is None and not self._make_watch(t):
+            return None
+        if row.run_phase == REMOVE:
+            self._removing(t)
+        elif row.abort_requested and self.monotonic() >= t.retry_remove_at:
+            self._spawn_remove(t)
+        self._hold_or_release(t)
+        if t.next_look is not None and self.monotonic() < t.next_look:
+            return None
+        status = t.watch.poll(self.clock())
+        if status.state in dagstate.TERMINAL:
+            return self._finished(t, status)
+        self._after_look(t, status)
+        return None
+
+    def _make_watch(self, t):
+        row = t.row
+        braindump = self._braindump(t)
+        if braindump is None:
+            return False
+        try:
+            t.watch = dagstate.Watch(
+                row.submitdir, braindump,
+                dagstate.Baseline(row.baseline_blocks or 0, row.baseline_id),
+                liveness_every=self.settings.liveness_every,
+                pending_timeout=self.settings.pending_timeout, since=row.run_began)
+        except ValueError as e:
+            self._move(row, W.FAILED, str(e))
+            return False
+        return True
+
+    def _after_look(self, t, status):
+        if status.state != t.last_state:
+            t.delay = FIRST_LOOK
+            t.last_state = status.state
+        else:
+            t.delay = min(t.delay * 2, self.settings.interval)
+        t.next_look = self.monotonic() + t.delay
+        pid = status.dagman_pid
+        if pid and t.fd_pid != pid and t.watch.local:
+            start = runner.process_start_time(pid)
+            if start is not None:
+                self._ensure_fd(t, pid, start)
+
+    def _finished(self, t, status):
+        row = t.row
+        _close(t)
+        if status.state == dagstate.SUCCEEDED:
+            return self._move(row, W.SUCCESSFUL, "DAGMan finished: %s" % status.reason)
+        if row.abort_requested:
+            return self._move(row, W.ABORTED, "aborted: %s" % status.reason)
+        return self._move(row, W.FAILED, status.reason)
+
+    def _spawn_remove(self, t):
+        row = t.row
+        command = "pegasus-remove %s" % shlex.quote(row.submitdir)
+        try:
+            spawned = runner.spawn(command, row.submitdir, self._path(row, ".log"),
+                                   self._path(row, REMOVE_RESULT), self.settings.env)
+        except EMError as e:
+            log.warning("%s.%s: %s", row.ensemble, row.name, e.message)
+            t.retry_remove_at = self.monotonic() + self.settings.interval
+            return
+        self._record(row, run_phase=REMOVE, run_pid=spawned.pid, run_start=spawned.start_time)
+        self._ensure_fd(t, spawned.pid, spawned.start_time)
+
+    def _removing(self, t):
+        row = t.row
+        rc = runner.read_result(self._path(row, REMOVE_RESULT))
+        alive = row.run_pid is not None and runner.is_alive(row.run_pid, row.run_start)
+        if rc is None and alive:
+            return
+        if rc not in (0, None):
+            log.warning("%s.%s: pegasus-remove exited with code %d; trying again later",
+                        row.ensemble, row.name, rc)
+        # Removal was asked for; DAGMan's own exit, seen by the watch, decides the end.
+        t.retry_remove_at = self.monotonic() + self.settings.interval
+        self._record(row, run_phase=FOLLOW, run_pid=None, run_start=None)
+        t.next_look = 0.0
+
+    def _hold_or_release(self, t):
+        """HELD ensembles hold their running DAGMan jobs; activating releases them."""
+        row = t.row
+        want = row.ensemble_state == EnsembleState.HELD
+        if want == bool(row.dagman_held) or row.abort_requested:
+            return
+        current = dagstate.baseline(row.submitdir, t.watch.braindump)
+        if current.blocks <= (row.baseline_blocks or 0):
+            return  # DAGMan has not started yet; look again later
+        verb = "condor_hold" if want else "condor_release"
+        result = runner.run([verb, current.last_dagman_id], log_path=self._path(row, ".log"),
+                            env=self.settings.env, timeout=60)
+        if result.rc == 0 or not want:
+            self._record(row, dagman_held=1 if want else 0)
+            with self.db.write() as conn:
+                store.add_event(conn, self.now(), row.ensemble_id, row.state, row.state,
+                                "%s %s" % (verb, current.last_dagman_id), workflow_id=row.id)
+        else:
+            log.warning("%s.%s: %s %s failed: %s", row.ensemble, row.name, verb,
+                        current.last_dagman_id, result.output.strip()[-200:])
+
+    # ---- starting new work -------------------------------------------------
+
+    def _start_new(self):
+        with self.db.read() as conn:
+            actions = policy.select(store.ensemble_loads(conn))
+            work = [(a, store.next_in_queue(conn, a.ensemble_id,
+                                             W.QUEUED if a.kind == policy.RUN else W.READY,
+                                             a.count)) for a in actions]
+        for action, ids in work:
+            for wf_id in ids:
+                try:
+                    if action.kind == policy.RUN:
+                        self._claim_run(wf_id)
+                    else:
+                        self._claim_plan(wf_id)
+                except Exception:
+                    log.exception("engine: cannot start workflow %d", wf_id)
+
+    def _claim(self, wf_id, old, new, reason, **fields):
+        """Compare-and-set into a busy state, only while the ensemble is ACTIVE."""
+        with self.db.write() as conn:
+            row = store.engine_row(conn, wf_id)
+            if row is None or row.state != old or row.ensemble_state != EnsembleState.ACTIVE:
+                return None
+            if not store.change_workflow_state(conn, row, new, self.now(), reason, **fields):
+                return None
+            return store.engine_row(conn, wf_id)
+
+    def _claim_plan(self, wf_id):
+        with self.db.read() as conn:
+            peek = store.engine_row(conn, wf_id)
+        os.makedirs(os.path.join(self.ensembles_dir, peek.ensemble), mode=0o700, exist_ok=True)
+        offset = _size(self._path(peek, ".log"))
+        row = self._claim(wf_id, W.READY, W.PLANNING, "planning", plan_pid=None,
+                          plan_start=None, plan_offset=offset, plan_began=self.now())
+        if row is None:
+            return
+        t = self.tracked[row.id] = Tracked(row)
+        try:
+            spawned = runner.spawn(row.plan_command, row.basedir, self._path(row, ".log"),
+                                   self._path(row, PLAN_RESULT), self.settings.env)
+        except EMError as e:
+            self._move(row, W.PLAN_FAILED, e.message)
+            return
+        self._record(row, plan_pid=spawned.pid, plan_start=spawned.start_time)
+        self._ensure_fd(t, spawned.pid, spawned.start_time)
+
+    def _claim_run(self, wf_id):
+        with self.db.read() as conn:
+            peek = store.engine_row(conn, wf_id)
+        try:
+            braindump = planout.read_braindump(peek.submitdir)
+        except EMError as e:
+            self._move(peek, W.RUN_FAILED, e.message)
+            return
+        base = dagstate.baseline(peek.submitdir, braindump) if dagstate.is_followed(
+            braindump) else dagstate.Baseline(0, None)
+        row = self._claim(wf_id, W.QUEUED, W.RUNNING, "starting pegasus-run", run_phase=SUBMIT,
+                          run_pid=None, run_start=None, run_began=self.now(),
+                          baseline_blocks=base.blocks, baseline_id=base.last_dagman_id,
+                          dagman_held=0)
+        if row is None:
+            return
+        t = self.tracked[row.id] = Tracked(row)
+        t.braindump = braindump
+        self._spawn_run(t)
+
+    # ---- helpers -----------------------------------------------------------
+
+    def now(self):
+        return timestamp(self.clock())
+
+    def _path(self, row, suffix):
+        return os.path.join(self.ensembles_dir, row.ensemble, row.name + suffix)
+
+    def _move(self, row, new, reason, **fields):
+        """State change from the engine; the row may have moved on (then nothing)."""
+        with self.db.write() as conn:
+            moved = store.change_workflow_state(conn, row, new, self.now(), reason, **fields)
+        if moved:
+            log.info("%s.%s: %s -> %s: %s", row.ensemble, row.name, row.state, new, reason)
+            if new not in (W.PLANNING, W.RUNNING):
+                _close(self.tracked.pop(row.id, None))
+        return moved
+
+    def _record(self, row, **fields):
+        with self.db.write() as conn:
+            store.update_engine(conn, row.id, **fields)
+            fresh = store.engine_row(conn, row.id)
+        t = self.tracked.get(row.id)
+        if t is not None and fresh is not None:
+            t.row = fresh
+
+    def _adopt(self, t, result_path, what):
+        """After a crash: find the process we may have started before recording its pid."""
+        found = runner.find_by_result(result_path)
+        if found is None:
+            return False
+        if what == "plan":
+            self._record(t.row, plan_pid=found.pid, plan_start=found.start_time)
+        else:
+            self._record(t.row, run_pid=found.pid, run_start=found.start_time)
+        return True
+
+    def _ensure_fd(self, t, pid, start):
+        if t.fd_pid == pid:
+            return
+        if t.fd is not None:
+            os.close(t.fd)
+        t.fd = runner.pidfd(pid, start)
+        t.fd_pid = pid if t.fd is not None else None
+        if t.fd is None:  # no pidfd: poll instead
+            t.next_look = self.monotonic() + min(t.delay, self.settings.interval)
+            t.delay = min(t.delay * 2, self.settings.interval)
+
+    def _braindump(self, t):
+        if t.braindump is None:
+            try:
+                t.braindump = planout.read_braindump(t.row.submitdir)
+            except EMError as e:
+                self._move(t.row, W.FAILED, e.message)
+                return None
+        return t.braindump
+
+    def _log_since(self, row, offset):
+        try:
+            with open(self._path(row, ".log"), "rb") as f:
+                f.seek(offset or 0)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _log_tail(self, row):
+        path = self._path(row, ".log")
+        return self._log_since(row, max(0, _size(path) - LOG_TAIL))
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _last_line(text):
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return ": %s" % lines[-1][-300:] if lines else ""
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _close(t):
+    if t is not None and t.fd is not None:
+        os.close(t.fd)
+        t.fd = t.fd_pid = None
