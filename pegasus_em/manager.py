@@ -403,6 +403,7 @@ class Manager:
         with self.db.read() as conn:
             peek = store.engine_row(conn, wf_id)
         os.makedirs(os.path.join(self.ensembles_dir, peek.ensemble), mode=0o700, exist_ok=True)
+        _unlink(self._path(peek, PLAN_RESULT))  # before the claim: never read an old attempt's
         offset = _size(self._path(peek, ".log"))
         row = self._claim(wf_id, W.READY, W.PLANNING, "planning", plan_pid=None,
                           plan_start=None, plan_offset=offset, plan_began=self.now())
@@ -428,6 +429,7 @@ class Manager:
             return
         base = dagstate.baseline(peek.submitdir, braindump) if dagstate.is_followed(
             braindump) else dagstate.Baseline(0, None)
+        _unlink(self._path(peek, RUN_RESULT))  # before the claim: never read an old run's
         row = self._claim(wf_id, W.QUEUED, W.RUNNING, "starting pegasus-run", run_phase=SUBMIT,
                           run_pid=None, run_start=None, run_began=self.now(),
                           baseline_blocks=base.blocks, baseline_id=base.last_dagman_id,
@@ -506,6 +508,13 @@ class Manager:
     def _log_tail(self, row):
         path = self._path(row, ".log")
         return self._log_since(row, max(0, _size(path) - LOG_TAIL))
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _size(path):

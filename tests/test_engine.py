@@ -82,6 +82,7 @@ def test_planner_exit_code_decides_and_analyze_says_so(em):
 @pytest.mark.parametrize("command,reason", [
     ('"/no/such/planner" "x"', "code 127"),
     ('"/bin/echo" "I planned nothing"', "names no submit directory"),
+    ('"/bin/echo" "pegasus-run  /"', "no braindump.yml"),
 ])
 def test_bad_plan_commands_fail_with_a_reason(em, command, reason):
     em.request("POST", "/ensembles", {"name": "e"})

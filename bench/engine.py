@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""Engine benchmarks against a real `pegasus-em server` and the simulated toolchain.
+
+Prints one JSON object:
+  makespan     N workflows (1 s plans, 2 s runs, each in its own basedir) in one ensemble
+               with -P 4 -R 8, submitted while PAUSED, timed from the activation event to
+               the last SUCCESSFUL event; against the ideal greedy schedule (zero overhead,
+               computed exactly by an event simulation; target ratio <= 1.05) and against an
+               "achievable" ideal that adds the simulator tools' own measured wall time.
+  submit_to_planning  READY ("submitted") event -> PLANNING event of single submissions
+               into an idle ACTIVE ensemble (target median <= 50 ms).
+  slot_refill  -R 1 with QUEUED workflows waiting: SUCCESSFUL event of one workflow ->
+               RUNNING event of the next (target median <= 50 ms).
+  idle         the daemon restarted over K finished workflows (inserted with sqlite3 into
+               ~/.pegasus/em.db while it was stopped): CPU over 10 s in % of one core
+               (target < 1 %).
+All event times are the daemon's own (`GET /ensembles/E/events`).
+Run as root (it creates a throwaway user for the daemon): python3 bench/engine.py [--quick]
+"""
+
+import argparse
+import glob
+import heapq
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+TERMINAL = ("SUCCESSFUL", "FAILED", "PLAN_FAILED", "RUN_FAILED", "ABORTED")
+EPS = 1e-9
+
+
+# ---- the ideal schedule ------------------------------------------------------------
+
+def ideal_makespan(n, max_planning, max_running, plan_s, run_s):
+    """Greedy schedule with zero overhead: plan whenever a planning slot is free, run
+    whenever a workflow is planned and a running slot is free.  -> seconds."""
+    now, to_plan, queued, done = 0.0, n, 0, 0
+    planning, running = [], []  # heaps of end times
+    while done < n:
+        while queued and len(running) < max_running:
+            queued -= 1
+            heapq.heappush(running, now + run_s)
+        while to_plan and len(planning) < max_planning:
+            to_plan -= 1
+            heapq.heappush(planning, now + plan_s)
+        now = min(planning[0] if planning else float("inf"),
+                  running[0] if running else float("inf"))
+        while planning and planning[0] <= now + EPS:
+            heapq.heappop(planning)
+            queued += 1
+        while running and running[0] <= now + EPS:
+            heapq.heappop(running)
+            done += 1
+    return now
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+def ms(seconds):
+    return round(seconds * 1000.0, 1)
+
+
+def pct(values, q):
+    values = sorted(values)
+    if not values:
+        return None
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def summary_ms(values):
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "median_ms": ms(statistics.median(values)),
+            "p90_ms": ms(pct(values, 0.9)), "max_ms": ms(max(values))}
+
+
+def check(status, body, what):
+    if status not in (200, 201):
+        raise SystemExit("%s failed: %s %s" % (what, status, body))
+    return body
+
+
+def create_ensemble(t, name, max_planning, max_running, paused=False):
+    check(*t.request("POST", "/ensembles", {"name": name, "max_planning": str(max_planning),
+                                            "max_running": str(max_running)}), "create " + name)
+    if paused:
+        set_state(t, name, "PAUSED")
+
+
+def set_state(t, ensemble, state):
+    check(*t.request("POST", "/ensembles/%s" % ensemble, {"state": state}),
+          "%s %s" % (state, ensemble))
+
+
+def plan_command(basedir, plan_s, run_s):
+    return '"%s/plan.sh" "-Dpegasus.sim.plan.seconds=%g" "-Dpegasus.sim.run.seconds=%g"' % (
+        basedir, plan_s, run_s)
+
+
+def submit(t, ensemble, name, plan_s, run_s):
+    basedir = t.copy_example(os.path.join(t.home, "wf", ensemble, name))
+    check(*t.request("POST", "/ensembles/%s/workflows" % ensemble, {
+        "name": name, "priority": "0", "basedir": basedir,
+        "plan_command": plan_command(basedir, plan_s, run_s)}), "submit %s.%s" % (ensemble, name))
+    return basedir
+
+
+def workflows(t, ensemble):
+    return check(*t.request("GET", "/ensembles/%s/workflows" % ensemble), "list " + ensemble)
+
+
+def wait_all_terminal(t, ensemble, timeout, poll=0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        wfs = workflows(t, ensemble)
+        if all(w["state"] in TERMINAL for w in wfs):
+            return wfs
+        if time.monotonic() > deadline:
+            return wfs
+        time.sleep(poll)
+
+
+def by_workflow(events):
+    out = {}
+    for e in events:
+        if e["workflow_id"] is not None:
+            out.setdefault(e["workflow_id"], []).append(e)
+    return out
+
+
+def first(evs, state, reason_prefix=None):
+    for e in evs:
+        if e["new_state"] == state and e["old_state"] != state and (
+                reason_prefix is None or (e["reason"] or "").startswith(reason_prefix)):
+            return e
+    return None
+
+
+def last(evs, state):
+    found = None
+    for e in evs:
+        if e["new_state"] == state and e["old_state"] != state:
+            found = e
+    return found
+
+
+def mtime(path):
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def refill_gaps(events, slot_free_states, refill_state, waiting_state):
+    """For every event that frees a slot while another workflow waits (it reached
+    `waiting_state` earlier and has not been started yet): the time to the next
+    `refill_state` event.  -> list of seconds."""
+    gaps = []
+    per_wf = by_workflow(events)
+    waiting_since = {}
+    started = {}
+    for wf_id, evs in per_wf.items():
+        w = last(evs, waiting_state)
+        s = last(evs, refill_state)
+        if w is not None:
+            waiting_since[wf_id] = w["time"]
+        if s is not None:
+            started[wf_id] = s["time"]
+    refills = sorted((e["time"], e["id"]) for e in events
+                     if e["new_state"] == refill_state and e["old_state"] != refill_state)
+    for e in events:
+        if e["new_state"] not in slot_free_states or e["old_state"] == e["new_state"]:
+            continue
+        t0 = e["time"]
+        waiting = [wf for wf, since in waiting_since.items()
+                   if since <= t0 and started.get(wf, float("inf")) >= t0
+                   and wf != e["workflow_id"]]
+        if not waiting:
+            continue
+        nxt = next((t for t, i in refills if t >= t0 and i > e["id"]), None)
+        if nxt is not None:
+            gaps.append(nxt - t0)
+    return gaps
+
+
+# ---- 0: the simulator's own fixed costs -------------------------------------------
+
+def tool_overheads(t, samples):
+    """Median wall time of plan.sh with 0 s planning, and of a 0 s DAGMan run from
+    `pegasus-run` to the EXITING line in dagman.out (both as the daemon's user)."""
+    plans, runs = [], []
+    for i in range(samples):
+        basedir = t.copy_example(os.path.join(t.home, "wf", "_overhead", "o%d" % i))
+        cmd = ["/bin/sh", "-c", plan_command(basedir, 0, 0)]
+        t0 = time.monotonic()
+        res = t.run_as_user(cmd, cwd=basedir)
+        plans.append(time.monotonic() - t0)
+        if res.returncode != 0:
+            raise SystemExit("plan.sh failed: %s" % res.stdout.decode()[-500:])
+        submitdir = [line.split()[-1] for line in res.stdout.decode().splitlines()
+                     if line.startswith("pegasus-run ")][-1]
+        dagman_out = glob.glob(os.path.join(submitdir, "*.dag"))[0] + ".dagman.out"
+        t0 = time.monotonic()
+        res = t.run_as_user(["pegasus-run", submitdir], cwd=basedir)
+        if res.returncode != 0:
+            raise SystemExit("pegasus-run failed: %s" % res.stdout.decode()[-500:])
+        deadline = t0 + 30
+        while time.monotonic() < deadline:
+            try:
+                with open(dagman_out) as f:
+                    if "EXITING WITH STATUS" in f.read():
+                        break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        runs.append(time.monotonic() - t0)
+    return statistics.median(plans), statistics.median(runs)
+
+
+# ---- 1: makespan -------------------------------------------------------------------
+
+def bench_makespan(t, n, max_planning, max_running, plan_s, run_s, overheads):
+    ens = "makespan"
+    create_ensemble(t, ens, max_planning, max_running, paused=True)
+    basedirs = {}
+    for i in range(n):
+        name = "w%03d" % i
+        basedirs[name] = submit(t, ens, name, plan_s, run_s)
+    ideal = ideal_makespan(n, max_planning, max_running, plan_s, run_s)
+    set_state(t, ens, "ACTIVE")
+    wfs = wait_all_terminal(t, ens, timeout=ideal * 4 + 60)
+    events = t.events(ens)
+    names = {w["id"]: w["name"] for w in wfs}
+    activated = [e for e in events if e["workflow_id"] is None and e["new_state"] == "ACTIVE"][-1]
+    per_wf = by_workflow(events)
+    states = {}
+    for w in wfs:
+        states[w["state"]] = states.get(w["state"], 0) + 1
+    ends = [last(evs, "SUCCESSFUL")["time"] for evs in per_wf.values() if last(evs, "SUCCESSFUL")]
+    out = {"workflows": n, "max_planning": max_planning, "max_running": max_running,
+           "plan_seconds": plan_s, "run_seconds": run_s, "final_states": states}
+    if len(ends) != n:
+        out["not_successful"] = sorted(w["name"] for w in wfs if w["state"] != "SUCCESSFUL")[:20]
+    if not ends:
+        return out
+    measured = max(ends) - activated["time"]
+    out.update(measured_s=round(measured, 3), ideal_s=round(ideal, 3),
+               ratio=round(measured / ideal, 3), target_ratio=1.05)
+    if overheads:
+        plan_oh, run_oh = overheads
+        achievable = ideal_makespan(n, max_planning, max_running, plan_s + plan_oh, run_s + run_oh)
+        out["achievable"] = {
+            "note": "ideal greedy schedule with plan time = %g s + median wall time of one 0 s "
+                    "plan.sh/pegasus-plan, run time = %g s + median wall time from pegasus-run "
+                    "of a 0 s run to its DAGMan's EXITING line (both measured on the idle "
+                    "machine, sequentially)" % (plan_s, run_s),
+            "plan_overhead_ms": ms(plan_oh), "run_overhead_ms": ms(run_oh),
+            "ideal_s": round(achievable, 3), "ratio": round(measured / achievable, 3)}
+    # Where the time went, per workflow, from the daemon's events and file times.
+    phase = {"activation_to_first_planning": [], "planning_to_queued": [],
+             "running_to_successful": [], "planner_exit_to_queued": [],
+             "dagman_exiting_to_successful": [], "pegasus_run_wall": []}
+    first_planning = min((first(evs, "PLANNING")["time"] for evs in per_wf.values()
+                          if first(evs, "PLANNING")), default=None)
+    if first_planning is not None:
+        phase["activation_to_first_planning"].append(first_planning - activated["time"])
+    ens_dir = os.path.join(t.pegasus_dir, "ensembles", ens)
+    for wf_id, evs in per_wf.items():
+        p, q, r, s = (last(evs, "PLANNING"), last(evs, "QUEUED"), last(evs, "RUNNING"),
+                      last(evs, "SUCCESSFUL"))
+        name = names.get(wf_id)
+        if p and q:
+            phase["planning_to_queued"].append(q["time"] - p["time"])
+            done = mtime(os.path.join(ens_dir, name + ".plan.result"))
+            if done:
+                phase["planner_exit_to_queued"].append(q["time"] - done)
+        if r and s:
+            phase["running_to_successful"].append(s["time"] - r["time"])
+            run_done = mtime(os.path.join(ens_dir, name + ".run.result"))
+            if run_done:
+                phase["pegasus_run_wall"].append(run_done - r["time"])
+            outs = glob.glob(os.path.join(basedirs[name], "submit", "*", "pegasus", "*", "run*",
+                                          "*.dag.dagman.out"))
+            if outs and mtime(outs[0]):
+                phase["dagman_exiting_to_successful"].append(s["time"] - mtime(outs[0]))
+    out["phases"] = {k: summary_ms(v) for k, v in phase.items()}
+    out["phases"]["planning_slot_refill"] = summary_ms(
+        refill_gaps(events, ("QUEUED", "PLAN_FAILED"), "PLANNING", "READY"))
+    out["phases"]["running_slot_refill"] = summary_ms(
+        refill_gaps(events, ("SUCCESSFUL", "FAILED", "RUN_FAILED"), "RUNNING", "QUEUED"))
+    # Slot use: mean number of workflows planning / running between activation and the end.
+    out["mean_busy_slots"] = busy_slots(events, activated["time"], max(ends))
+    return out
+
+
+def busy_slots(events, start, end):
+    level = {"PLANNING": 0, "RUNNING": 0}
+    area = {"PLANNING": 0.0, "RUNNING": 0.0}
+    prev = start
+    for e in sorted(events, key=lambda e: e["id"]):
+        if e["workflow_id"] is None or e["old_state"] == e["new_state"]:
+            continue
+        tm = min(max(e["time"], start), end)
+        for k in level:
+            area[k] += level[k] * (tm - prev)
+        prev = tm
+        if e["old_state"] in level:
+            level[e["old_state"]] -= 1
+        if e["new_state"] in level:
+            level[e["new_state"]] += 1
+    span = max(end - start, EPS)
+    return {"planning": round(area["PLANNING"] / span, 2), "running": round(area["RUNNING"] / span, 2)}
+
+
+# ---- 2: submit -> planner started ----------------------------------------------------
+
+def bench_submit_latency(t, samples):
+    ens = "latency"
+    create_ensemble(t, ens, 1, 1)
+    rtt = []
+    for i in range(samples):
+        name = "s%02d" % i
+        basedir = t.copy_example(os.path.join(t.home, "wf", ens, name))
+        time.sleep(0.1)  # let the engine settle into its idle wait
+        t0 = time.monotonic()
+        check(*t.request("POST", "/ensembles/%s/workflows" % ens, {
+            "name": name, "priority": "0", "basedir": basedir,
+            "plan_command": plan_command(basedir, 0, 0)}), "submit")
+        rtt.append(time.monotonic() - t0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # idle again: nothing planning or running
+            status, w = t.request("GET", "/ensembles/%s/workflows/%s" % (ens, name))
+            if w["state"] in TERMINAL:
+                break
+            time.sleep(0.02)
+    events = t.events(ens)
+    lat, states = [], {}
+    for evs in by_workflow(events).values():
+        sub = first(evs, "READY", "submitted")
+        pl = first(evs, "PLANNING")
+        if sub and pl:
+            lat.append(pl["time"] - sub["time"])
+        st = evs[-1]["new_state"]
+        states[st] = states.get(st, 0) + 1
+    out = summary_ms(lat)
+    out.update(target_median_ms=50, submit_request_median_ms=ms(statistics.median(rtt)),
+               final_states=states)
+    return out
+
+
+# ---- 3: a freed running slot refilled -------------------------------------------------
+
+def bench_refill(t, n, run_s):
+    ens = "refill"
+    create_ensemble(t, ens, n, 1, paused=True)
+    basedirs = {}
+    for i in range(n):
+        name = "r%02d" % i
+        basedirs[name] = submit(t, ens, name, 0, run_s)
+    set_state(t, ens, "ACTIVE")
+    wfs = wait_all_terminal(t, ens, timeout=n * (run_s + 5) + 30, poll=0.2)
+    events = t.events(ens)
+    gaps = refill_gaps(events, ("SUCCESSFUL", "FAILED", "RUN_FAILED"), "RUNNING", "QUEUED")
+    out = summary_ms(gaps)
+    out["target_median_ms"] = 50
+    # The whole hand-over as a user sees it: DAGMan's EXITING line -> next RUNNING event.
+    names = {w["id"]: w["name"] for w in wfs}
+    runs = sorted(e["time"] for e in events if e["new_state"] == "RUNNING"
+                  and e["old_state"] != "RUNNING")
+    detect, handover = [], []
+    for wf_id, evs in by_workflow(events).items():
+        s = last(evs, "SUCCESSFUL")
+        outs = glob.glob(os.path.join(basedirs[names[wf_id]], "submit", "*", "pegasus", "*",
+                                      "run*", "*.dag.dagman.out"))
+        if s and outs:
+            ended = mtime(outs[0])
+            detect.append(s["time"] - ended)
+            nxt = next((x for x in runs if x >= s["time"]), None)
+            if nxt is not None:
+                handover.append(nxt - ended)
+    out["dagman_exiting_to_successful"] = summary_ms(detect)
+    out["dagman_exiting_to_next_running"] = summary_ms(handover)
+    out["final_states"] = {}
+    for w in wfs:
+        out["final_states"][w["state"]] = out["final_states"].get(w["state"], 0) + 1
+    return out
+
+
+# ---- 4: idle CPU over many finished workflows -----------------------------------------
+
+INSERT = r'''
+import os, sqlite3, sys, time, uuid
+path, ensemble_id, count, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("BEGIN IMMEDIATE")
+start = conn.execute("SELECT coalesce(max(id), 0) FROM workflows").fetchone()[0] + 1
+t0 = time.time() - 86400 * 30
+wf_rows, ev_rows = [], []
+for k in range(count):
+    i = start + k
+    c = t0 + k * 0.01
+    wf_rows.append((i, ensemble_id, "old%06d" % k, "SUCCESSFUL", k % 7, base,
+                    '"%s/plan.sh"' % base, str(uuid.UUID(int=i)),
+                    "%s/submit/u/pegasus/workflow/run%04d" % (base, k % 10000 + 1),
+                    "DAGMan finished: DAGMan exited with status 0", c, c + 4))
+    for j, (old, new, why) in enumerate(((None, "READY", "submitted"),
+                                         ("READY", "PLANNING", "planning"),
+                                         ("PLANNING", "QUEUED", "planned"),
+                                         ("QUEUED", "RUNNING", "starting pegasus-run"),
+                                         ("RUNNING", "SUCCESSFUL", "DAGMan finished"))):
+        ev_rows.append((round(c + j, 5), ensemble_id, i, old, new, why))
+conn.executemany("INSERT INTO workflows (id, ensemble_id, name, state, priority, basedir,"
+                 " plan_command, wf_uuid, submitdir, reason, created, updated)"
+                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", wf_rows)
+conn.executemany("INSERT INTO events (time, ensemble_id, workflow_id, old_state, new_state,"
+                 " reason) VALUES (?,?,?,?,?,?)", ev_rows)
+conn.execute("COMMIT")
+conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+conn.close()
+print(count)
+'''
+
+
+def bench_idle(t, count, seconds):
+    ens = "archive"
+    create_ensemble(t, ens, 1, 1)
+    ensemble_id = check(*t.request("GET", "/ensembles/%s" % ens), "get")["id"]
+    before = os.stat(t.db_path)
+    t.stop()
+    t0 = time.monotonic()
+    res = t.run_as_user([t.python, "-c", INSERT, t.db_path, str(ensemble_id), str(count),
+                         os.path.join(t.home, "wf", ens)], timeout=600)
+    if res.returncode != 0:
+        raise SystemExit("insert failed: %s" % res.stdout.decode()[-1000:])
+    insert_s = time.monotonic() - t0
+    files = {}
+    for p in glob.glob(t.db_path + "*"):
+        st = os.stat(p)
+        files[os.path.basename(p)] = "%d:%d %o" % (st.st_uid, st.st_gid, st.st_mode & 0o777)
+    after = os.stat(t.db_path)
+    kept = (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid,
+                                                          before.st_mode)
+    t0 = time.monotonic()
+    t.start(t.port)
+    start_s = time.monotonic() - t0
+    status, wfs = t.request("GET", "/ensembles/%s/workflows" % ens)
+    listed = len(wfs) if status == 200 else status
+    # Wait until idle: a 1 s window with less than 10 ms of CPU (at most 30 s).
+    settle_t0 = time.monotonic()
+    while time.monotonic() - settle_t0 < 30:
+        c0 = t.cpu_seconds()
+        time.sleep(1.0)
+        if t.cpu_seconds() - c0 < 0.01:
+            break
+    settle_s = time.monotonic() - settle_t0
+    c0, w0 = t.cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    cpu, wall = t.cpu_seconds() - c0, time.monotonic() - w0
+    return {"finished_workflows": count, "insert_s": round(insert_s, 2),
+            "db_owner_mode_kept": kept, "db_files": files,
+            "db_mb": round(os.path.getsize(t.db_path) / 1e6, 1),
+            "restart_s": round(start_s, 3), "listed_after_restart": listed,
+            "settle_s": round(settle_s, 1), "measured_s": round(wall, 1),
+            "cpu_percent_of_one_core": round(100.0 * cpu / wall, 3), "target_percent": 1.0,
+            "rss_mb": round(t.rss_mb(), 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a smaller run for sanity checks")
+    ap.add_argument("--workflows", type=int, help="makespan workflows (default 200, quick 40)")
+    ap.add_argument("--latency-samples", type=int, help="default 30, quick 10")
+    ap.add_argument("--refill", type=int, help="workflows in the refill test (default 10)")
+    ap.add_argument("--finished", type=int, help="finished workflows for the idle test "
+                    "(default 100000, quick 10000)")
+    ap.add_argument("--idle-seconds", type=float, help="default 10, quick 5")
+    ap.add_argument("--interval", type=float, help="EM_INTERVAL for the daemon "
+                    "(default: the daemon's own default)")
+    ap.add_argument("--only", default="makespan,latency,refill,idle",
+                    help="comma-separated subset of makespan,latency,refill,idle")
+    args = ap.parse_args()
+    q = args.quick
+    n = args.workflows or (40 if q else 200)
+    samples = args.latency_samples or (10 if q else 30)
+    refill = args.refill or (6 if q else 10)
+    finished = args.finished if args.finished is not None else (10000 if q else 100000)
+    idle_s = args.idle_seconds or (5.0 if q else 10.0)
+    only = set(args.only.split(","))
+    extra = "EM_INTERVAL = %r\n" % args.interval if args.interval else ""
+    out = {"quick": q}
+    t_all = time.monotonic()
+    with harness.daemon(extra_config=extra) as t:
+        if "makespan" in only:
+            overheads = tool_overheads(t, 3 if q else 5)
+            out["makespan"] = bench_makespan(t, n, 4, 8, 1.0, 2.0, overheads)
+        if "latency" in only:
+            out["submit_to_planning"] = bench_submit_latency(t, samples)
+        if "refill" in only:
+            out["slot_refill"] = bench_refill(t, refill, 0.5)
+        if "idle" in only:
+            out["idle"] = bench_idle(t, finished, idle_s)
+    out["elapsed_s"] = round(time.monotonic() - t_all, 1)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
