@@ -229,3 +229,16 @@ def test_held_ensemble_holds_running_dagmans_and_activate_releases(em):
                            for e in events(em, "e", "w")), 15, message="condor_release")
     assert wait_state(em, "e", "w", *TERMINAL)["state"] == "SUCCESSFUL"
     assert w["state"] == "RUNNING"
+
+
+def test_planner_timeout_stops_the_planner(user):
+    user.configure(extra=FAST + "EM_PLAN_TIMEOUT = 1\n")
+    d = Daemon(user).start()
+    try:
+        d.request("POST", "/ensembles", {"name": "e"})
+        submit(d, "e", "w", "pegasus.sim.plan.seconds=60", "pegasus.sim.marker=timeoutplan")
+        w = wait_state(d, "e", "w", *TERMINAL)
+        assert w["state"] == "PLAN_FAILED" and "timed out after 1 s" in w["reason"]
+        wait_until(_process_gone("pegasus.sim.marker=timeoutplan"), 10, message="planner gone")
+    finally:
+        d.kill()
