@@ -232,8 +232,11 @@ def bench_makespan(t, n, max_planning, max_running, plan_s, run_s, overheads):
         name = "w%03d" % i
         basedirs[name] = submit(t, ens, name, plan_s, run_s)
     ideal = ideal_makespan(n, max_planning, max_running, plan_s, run_s)
+    c0, w0, sw0 = t.cpu_seconds(), time.monotonic(), wakeups(t.proc.pid)
     set_state(t, ens, "ACTIVE")
     wfs = wait_all_terminal(t, ens, timeout=ideal * 4 + 60)
+    daemon_cpu = t.cpu_seconds() - c0
+    wall, sw = time.monotonic() - w0, wakeups(t.proc.pid) - sw0
     events = t.events(ens)
     names = {w["id"]: w["name"] for w in wfs}
     activated = [e for e in events if e["workflow_id"] is None and e["new_state"] == "ACTIVE"][-1]
@@ -261,6 +264,8 @@ def bench_makespan(t, n, max_planning, max_running, plan_s, run_s, overheads):
                     "machine, sequentially)" % (plan_s, run_s),
             "plan_overhead_ms": ms(plan_oh), "run_overhead_ms": ms(run_oh),
             "ideal_s": round(achievable, 3), "ratio": round(measured / achievable, 3)}
+    out["daemon_cpu_percent_of_one_core"] = round(100.0 * daemon_cpu / wall, 1)
+    out["daemon_wakeups_per_s"] = round(sw / wall, 1)
     # Where the time went, per workflow, from the daemon's events and file times.
     phase = {"activation_to_first_planning": [], "planning_to_queued": [],
              "running_to_successful": [], "planner_exit_to_queued": [],
@@ -314,7 +319,8 @@ def busy_slots(events, start, end):
         if e["new_state"] in level:
             level[e["new_state"]] += 1
     span = max(end - start, EPS)
-    return {"planning": round(area["PLANNING"] / span, 2), "running": round(area["RUNNING"] / span, 2)}
+    return {"planning": round(area["PLANNING"] / span, 2),
+            "running": round(area["RUNNING"] / span, 2)}
 
 
 # ---- 2: submit -> planner started ----------------------------------------------------
@@ -449,7 +455,10 @@ def bench_idle(t, count, seconds):
     t0 = time.monotonic()
     t.start(t.port)
     start_s = time.monotonic() - t0
+    rss_restart = round(t.rss_mb(), 1)
+    t0 = time.monotonic()
     status, wfs = t.request("GET", "/ensembles/%s/workflows" % ens)
+    list_ms = ms(time.monotonic() - t0)
     listed = len(wfs) if status == 200 else status
     # Wait until idle: a 1 s window with less than 10 ms of CPU (at most 30 s).
     settle_t0 = time.monotonic()
@@ -459,16 +468,55 @@ def bench_idle(t, count, seconds):
         if t.cpu_seconds() - c0 < 0.01:
             break
     settle_s = time.monotonic() - settle_t0
-    c0, w0 = t.cpu_seconds(), time.monotonic()
+    c0, w0, ns0, sw0 = t.cpu_seconds(), time.monotonic(), on_cpu_ns(t.proc.pid), \
+        wakeups(t.proc.pid)
     time.sleep(seconds)
     cpu, wall = t.cpu_seconds() - c0, time.monotonic() - w0
+    ns, sw = on_cpu_ns(t.proc.pid) - ns0, wakeups(t.proc.pid) - sw0
     return {"finished_workflows": count, "insert_s": round(insert_s, 2),
             "db_owner_mode_kept": kept, "db_files": files,
             "db_mb": round(os.path.getsize(t.db_path) / 1e6, 1),
             "restart_s": round(start_s, 3), "listed_after_restart": listed,
+            "list_ms": list_ms,
             "settle_s": round(settle_s, 1), "measured_s": round(wall, 1),
             "cpu_percent_of_one_core": round(100.0 * cpu / wall, 3), "target_percent": 1.0,
-            "rss_mb": round(t.rss_mb(), 1)}
+            "cpu_percent_schedstat": round(100.0 * ns / 1e9 / wall, 4),
+            "wakeups_per_s": round(sw / wall, 2),
+            "rss_mb_after_restart": rss_restart, "rss_mb_after_listing": round(t.rss_mb(), 1)}
+
+
+def _tasks(pid):
+    try:
+        return os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return []
+
+
+def on_cpu_ns(pid):
+    """Time on CPU of all threads in ns (/proc/<pid>/task/*/schedstat), finer than stat's
+    clock ticks."""
+    total = 0
+    for tid in _tasks(pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def wakeups(pid):
+    """Voluntary context switches of all threads: how often the daemon wakes up."""
+    total = 0
+    for tid in _tasks(pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
 
 
 def main():

@@ -107,12 +107,15 @@ class Manager:
             except Exception:
                 log.exception("engine tick failed; trying again")
                 wait = 1.0
-            self._wait(wait)
-            gap = MIN_TICK_GAP - (self.monotonic() - started)
-            if gap > 0 and not self._stop.is_set():
-                time.sleep(gap)
+            if self._wait(wait) == "api":
+                # Only the API woke us: let a burst of submissions coalesce into one tick.
+                gap = MIN_TICK_GAP - (self.monotonic() - started)
+                if gap > 0 and not self._stop.is_set():
+                    time.sleep(gap)
 
     def _wait(self, timeout):
+        """Sleep until woken; -> "api", "process" (a child exited) or None (time is up)."""
+        cause = None
         sel = selectors.DefaultSelector()
         try:
             sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -122,12 +125,15 @@ class Manager:
             for key, _ in sel.select(max(0.0, timeout)):
                 if key.data is None:
                     _drain(self._wake_r)
+                    cause = cause or "api"
                 else:  # the process exited: look now; the fd has served its purpose
                     key.data.next_look = 0.0
                     os.close(key.data.fd)
                     key.data.fd = None
+                    cause = "process"
         finally:
             sel.close()
+        return cause
 
     # ---- one turn ----------------------------------------------------------
 

@@ -160,7 +160,7 @@ class DagRun:
             self.die()
         fail = knobs.attempt_fails(self.knobs, self.attempt, "RUN_FAIL")
         pending = [n for n in self.nodes if n[0] not in self.done]
-        dt = self.knobs["RUN_SECONDS"] / max(1, EVENT_STEPS * len(pending))
+        dt = self._run_budget() / max(1, EVENT_STEPS * len(pending))
         fail_at = max(len(self.nodes) // 2, len(self.nodes) - len(pending))
         for index, (name, sub) in enumerate(self.nodes):
             if self.removed or self.failed:
@@ -175,6 +175,14 @@ class DagRun:
         if self.failed:
             return self.finish(1, 2, self.failure_report() + ["Aborting DAG..."])
         return self.finish(0, 0, ["All jobs Completed!"])
+
+    def _run_budget(self):
+        """RUN_SECONDS counted from when pegasus-run started (PEGASUS_SIM_T0)."""
+        try:
+            elapsed = time.time() - float(os.environ["PEGASUS_SIM_T0"])
+        except (KeyError, ValueError):
+            elapsed = 0.0
+        return max(0.0, self.knobs["RUN_SECONDS"] - max(0.0, elapsed))
 
     def start(self, previous):
         """The STARTING UP block, monitord start, master DB rows."""

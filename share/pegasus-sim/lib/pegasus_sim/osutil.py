@@ -77,6 +77,22 @@ def proc_state(pid):
     return text.rsplit(")", 1)[-1].split()[0] if ")" in text else ""
 
 
+def process_age():
+    """Seconds since this process started, interpreter start-up included.
+
+    The duration knobs are wall time as the caller sees it: a "1 s plan" ends 1 s
+    after pegasus-plan was started, however long Python took to start.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            start_ticks = int(f.read().rpartition(b")")[2].split()[19])
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def iso_now(t=None):
     """monitord's timestamps, e.g. 2023-03-03T22:25:01-0800."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+import time
 
 from . import braindump, knobs, osutil
 from . import dagman_out as out
@@ -86,6 +87,8 @@ def _submit(submit_dir, bd, dag, json_mode):
               % (osutil.tool("condor_submit"), sub, exit_code))
         return exit_code
     try:
+        # The run time knob counts from this pegasus-run's start (see osutil.process_age).
+        os.environ["PEGASUS_SIM_T0"] = repr(time.time() - osutil.process_age())
         cluster = Schedd().submit(sub)
     except OSError as e:
         print(RED_ERROR + "Running ('%s', '%s') failed with 1: %s" % (osutil.tool("condor_submit"), sub, e))

@@ -103,7 +103,7 @@ def main(argv):
     label = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.splitext(os.path.basename(workflow))[0]) or "workflow"
     basedir = os.path.abspath(opts.get("--dir") or ".")
     submit_dir = allocate_run_dir(os.path.join(basedir, osutil.user(), "pegasus", label))
-    time.sleep(values["PLAN_SECONDS"])
+    time.sleep(max(0.0, values["PLAN_SECONDS"] - osutil.process_age()))
     if values["PLAN_FAIL"]:
         log.fatal("\n [1] java.lang.RuntimeException: simulated planner failure (PEGASUS_SIM_PLAN_FAIL) "
                   "for %s" % workflow)
