@@ -177,12 +177,14 @@ class DagRun:
         return self.finish(0, 0, ["All jobs Completed!"])
 
     def _run_budget(self):
-        """RUN_SECONDS counted from when pegasus-run started (PEGASUS_SIM_T0)."""
+        """RUN_SECONDS counted from when pegasus-run started (PEGASUS_SIM_T0), less only
+        the tools' own start-up: the deliberate START_DELAY in the queue is not run time."""
         try:
             elapsed = time.time() - float(os.environ["PEGASUS_SIM_T0"])
         except (KeyError, ValueError):
             elapsed = 0.0
-        return max(0.0, self.knobs["RUN_SECONDS"] - max(0.0, elapsed))
+        overhead = elapsed - self.knobs["START_DELAY"]
+        return max(0.0, self.knobs["RUN_SECONDS"] - max(0.0, overhead))
 
     def start(self, previous):
         """The STARTING UP block, monitord start, master DB rows."""
