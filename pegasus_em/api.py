@@ -222,10 +222,12 @@ class App:
         return self._events(req, ensemble)
 
     def list_triggers(self, req, ensemble):
-        return json_response([wire.trigger(t, req.base) for t in self.ops.list_triggers(ensemble)])
+        return json_response([wire.trigger(t, req.base, names, count)
+                              for t, names, count in self.ops.trigger_views(ensemble)])
 
     def get_trigger(self, req, ensemble, name):
-        return json_response(wire.trigger(self.ops.get_trigger(ensemble, name), req.base))
+        (t, names, count), = self.ops.trigger_views(ensemble, name)
+        return json_response(wire.trigger(t, req.base, names, count))
 
     def delete_trigger(self, req, ensemble, name):
         purge = req.query.get("purge", "").lower() in ("1", "true", "yes")

@@ -54,6 +54,8 @@ SETTINGS = (
              "exits of local planners and DAGMans are seen at once (Pegasus: 60)", int, float),
     _setting("EM_PLAN_TIMEOUT", None, "seconds a plan command may run before it is stopped "
              "and the workflow fails (None: no limit)", int, float, type(None)),
+    _setting("TRIGGER_MAX_FAILURES", 5, "failed firings in a row after which a trigger "
+             "becomes FAILED (each failure is retried at the next interval until then)", int),
     _setting("EM_PORT", None, "pegasus-em server port (default 7919 + uid % 57616)", *_OPT_INT),
     _setting("PEGASUS_HOME", None, "Pegasus installation whose bin/ holds pegasus-plan", *_OPT_STR),
     _setting("CONDOR_HOME", None, "HTCondor installation whose bin/ holds condor_submit_dag",

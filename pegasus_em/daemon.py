@@ -17,6 +17,7 @@ from .errors import ConfigError
 from .httpd import Server
 from .manager import Manager, Settings
 from .ops import Ops
+from .triggers import Triggers
 
 log = logging.getLogger("pegasus_em")
 
@@ -61,12 +62,13 @@ def serve(host=None, port=None, debug=False):
 
 
 class Daemon:
-    def __init__(self, paths, cfg, db, server, lock_fd, manager):
+    def __init__(self, paths, cfg, db, server, lock_fd, manager, triggers):
         self.paths = paths
         self.config = cfg
         self.db = db
         self.server = server
         self.manager = manager
+        self.triggers = triggers
         self._lock_fd = lock_fd
         self._thread = None
 
@@ -85,6 +87,9 @@ class Daemon:
             raise ConfigError("Specify USERNAME and PASSWORD in %s: the ensemble manager "
                               "refuses to serve without authentication"
                               % (cfg.path or config.config_path()))
+        if cfg["TRIGGER_MAX_FAILURES"] < 1:
+            raise ConfigError("TRIGGER_MAX_FAILURES must be at least 1, not %d"
+                              % cfg["TRIGGER_MAX_FAILURES"])
         lock_fd = acquire_lock(paths.lock)
         try:
             db = open_database(paths.db)
@@ -93,8 +98,10 @@ class Daemon:
         env = child_environment(cfg)
         manager = Manager(db, paths.ensembles, Settings(
             interval=cfg["EM_INTERVAL"], plan_timeout=cfg["EM_PLAN_TIMEOUT"], env=env))
-        ops = Ops(db, paths.ensembles, wake=manager.wake,
-                  analyzer=lambda submitdir: analyze(submitdir, env))
+        ops = Ops(db, paths.ensembles, analyzer=lambda submitdir: analyze(submitdir, env))
+        triggers = Triggers(ops, engine_wake=manager.wake,
+                            max_failures=cfg["TRIGGER_MAX_FAILURES"], env=env)
+        ops.wake = wake_all(manager.wake, triggers.wake)
         app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"]).authenticate)
         host = host or "127.0.0.1"
         port = _port(port, cfg)
@@ -103,15 +110,22 @@ class Daemon:
         except OSError as e:
             db.close()
             raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
-        daemon = cls(paths, cfg, db, server, lock_fd, manager)
+        daemon = cls(paths, cfg, db, server, lock_fd, manager, triggers)
         daemon._run()
         return daemon
 
     def _run(self):
+        try:
+            # Before the engine starts: no planner may see a workflow whose input
+            # files a crash left half moved.
+            self.triggers.recover()
+        except Exception:
+            log.exception("cannot recover the triggers' files; trying again later")
         self._thread = threading.Thread(target=self.server.serve_forever, name="http",
                                         daemon=True)
         self._thread.start()
         self.manager.start()
+        self.triggers.start()
         write_endpoint(self.paths.endpoint, self.server.url)
         log.info("pegasus-em %s serving %s (pid %d)", __version__, self.server.url, os.getpid())
 
@@ -119,6 +133,7 @@ class Daemon:
         log.info("shutting down")
         self.server.shutdown()
         self.server.server_close()
+        self.triggers.stop()
         self.manager.stop()  # planners and DAGMans go on; a restart picks them up
         self.db.close()
         try:
@@ -126,6 +141,14 @@ class Daemon:
         except FileNotFoundError:
             pass
         os.close(self._lock_fd)
+
+
+def wake_all(*wakes):
+    """One wake for the API: the engine and the trigger scheduler both look again."""
+    def wake():
+        for w in wakes:
+            w()
+    return wake
 
 
 def child_environment(cfg):

@@ -94,6 +94,33 @@ SCHEMA = [
     ALTER TABLE workflows ADD COLUMN baseline_id TEXT;
     ALTER TABLE workflows ADD COLUMN dagman_held INTEGER NOT NULL DEFAULT 0
     """,
+    # version 3: triggers fire; file-pattern triggers keep a ledger of the files they hand out
+    """
+    ALTER TABLE workflows ADD COLUMN trigger_id INTEGER
+        REFERENCES triggers(id) ON DELETE SET NULL;         -- the trigger that submitted it
+    CREATE INDEX workflows_trigger ON workflows (trigger_id) WHERE trigger_id IS NOT NULL;
+    -- The scheduler only ever looks at triggers that may still fire.
+    CREATE INDEX triggers_live ON triggers (next_fire) WHERE state IN ('READY', 'RUNNING');
+    CREATE INDEX triggers_deadline ON triggers (deadline) WHERE state IN ('READY', 'RUNNING');
+    CREATE TABLE trigger_files (
+        id INTEGER PRIMARY KEY,
+        trigger_id INTEGER NOT NULL REFERENCES triggers(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,            -- where the file arrived
+        dev INTEGER NOT NULL,          -- identity: path + dev/ino/size/mtime
+        ino INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        dest TEXT NOT NULL,            -- its path in processed/, as --inputs names it
+        linked INTEGER NOT NULL DEFAULT 0,  -- 1: dest is a hard link made before submitting
+        state TEXT NOT NULL,           -- claimed -> submitted -> done
+        workflow TEXT,                 -- the workflow that got it (from submitted on)
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    -- Files not yet done are few (in flight, or waiting for an overlapping trigger).
+    CREATE INDEX trigger_files_open ON trigger_files (trigger_id) WHERE state != 'done';
+    CREATE INDEX trigger_files_path ON trigger_files (path, trigger_id)
+    """,
 ]
 
 

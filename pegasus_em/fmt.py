@@ -137,7 +137,8 @@ def triggers(rows):
 
 _TRIGGER_KEYS = ("id", "ensemble_id", "ensemble", "name", "type", "state", "workflow",
                  "args", "basedir", "created", "updated", "next_fire", "deadline",
-                 "fire_count", "failures", "last_error", "workflows", "href")
+                 "fire_count", "failures", "last_error", "workflows", "workflow_count", "href")
+SHOW_WORKFLOWS = 10  # -l names at most this many of a trigger's workflows, the newest
 
 
 def triggers_long(rows):
@@ -158,7 +159,8 @@ def _trigger_pairs(t):
              ("Created", when(t.get("created"))), ("Updated", when(t.get("updated"))),
              ("Next Fire", when(t.get("next_fire"))), ("Deadline", when(t.get("deadline"))),
              ("Fires", t.get("fire_count")), ("Failures", t.get("failures")),
-             ("Last Error", t.get("last_error")), ("Workflows", _names(t.get("workflows"))),
+             ("Last Error", t.get("last_error")),
+             ("Workflows", _names(t.get("workflows"), t.get("workflow_count"))),
              ("URL", t.get("href"))]
     # Fields a newer server adds still show up rather than being dropped.
     pairs.extend((k, t[k]) for k in sorted(t) if k not in _TRIGGER_KEYS)
@@ -177,7 +179,13 @@ def _words(values):
     return " ".join(shlex.quote(str(v)) for v in values)
 
 
-def _names(workflows):
+def _names(workflows, count=None):
+    """`a, b, c`; beyond SHOW_WORKFLOWS, how many and the newest: `250: ..., x, y`."""
     if not isinstance(workflows, (list, tuple)):
         return text(workflows)
-    return ", ".join(text(w.get("name") if isinstance(w, dict) else w) for w in workflows)
+    names = [text(w.get("name") if isinstance(w, dict) else w) for w in workflows]
+    if not isinstance(count, int) or isinstance(count, bool):
+        count = len(names)
+    if count <= SHOW_WORKFLOWS and count == len(names):
+        return ", ".join(names)
+    return "%d: ..., %s" % (count, ", ".join(names[-SHOW_WORKFLOWS:]))

@@ -63,6 +63,21 @@ class Trigger(NamedTuple):
     last_error: Optional[str]
 
 
+class LedgerFile(NamedTuple):
+    """One file in a file-pattern trigger's ledger (table trigger_files)."""
+    id: int
+    trigger_id: int
+    path: str
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    dest: str
+    linked: int
+    state: str
+    workflow: Optional[str]
+
+
 def timestamp(seconds):
     """Stored times keep 10 us: 15 significant digits, which is exactly what
     SQLite's JSON functions print, so JSON made in SQL and in Python agree."""

@@ -14,6 +14,7 @@ from .model import Workflow
 from .states import EnsembleState, TriggerState, TriggerType, WorkflowState
 
 MAX_LIST = 1000
+MAX_PLAN_COMMAND = 65536  # characters
 
 
 class Ops:
@@ -85,18 +86,25 @@ class Ops:
             return store.get_workflow(conn, store.get_ensemble(conn, ensemble), workflow)
 
     def submit(self, ensemble, name, basedir, plan_command, priority=0):
+        with self.db.write() as conn:
+            w = self.insert_workflow(conn, ensemble, name, basedir, plan_command, priority)
+        self.wake()
+        return w
+
+    def insert_workflow(self, conn, ensemble, name, basedir, plan_command, priority=0,
+                        trigger_id=None, reason="submitted"):
+        """The submit use case inside the caller's transaction (a trigger records its
+        schedule and ledger in the same one); the caller wakes the engine."""
         name = model.name(name, "ensemble workflow")
         basedir = model.text(basedir, "basedir", limit=4096)
         if not os.path.isabs(basedir):
             raise BadRequest("Specify 'basedir' as an absolute path: %r" % basedir)
-        plan_command = model.text(plan_command, "plan_command", limit=65536)
+        plan_command = model.text(plan_command, "plan_command", limit=MAX_PLAN_COMMAND)
         priority = model.integer(priority if priority not in (None, "") else 0, "priority")
         now = self.now()
-        with self.db.write() as conn:
-            e = store.get_ensemble(conn, ensemble)
-            wf_id = store.insert_workflow(conn, e, name, priority, basedir, plan_command,
-                                          WorkflowState.READY, now)
-        self.wake()
+        e = store.get_ensemble(conn, ensemble)
+        wf_id = store.insert_workflow(conn, e, name, priority, basedir, plan_command,
+                                      WorkflowState.READY, now, trigger_id, reason)
         return Workflow(wf_id, e.id, e.name, name, WorkflowState.READY, priority, basedir,
                         plan_command, None, None, now, now, None)
 
@@ -212,6 +220,23 @@ class Ops:
     def get_trigger(self, ensemble, name):
         with self.db.read() as conn:
             return store.get_trigger(conn, store.get_ensemble(conn, ensemble), name)
+
+    def trigger_views(self, ensemble, name=None):
+        """[(trigger, names of the newest MAX_LIST workflows it submitted, their number)]
+        for every trigger of the ensemble, or for the one named."""
+        with self.db.read() as conn:
+            e = store.get_ensemble(conn, ensemble)
+            if name is None:
+                triggers = store.list_triggers(conn, e)
+                names = store.trigger_workflow_names(conn, e.id)
+            else:
+                triggers = [store.get_trigger(conn, e, name)]
+                names = store.trigger_workflow_names(conn, e.id, triggers[0].id)
+        views = []
+        for t in triggers:
+            submitted = names.get(t.id, [])
+            views.append((t, submitted[-MAX_LIST:], len(submitted)))
+        return views
 
     def stop_trigger(self, ensemble, name, purge=False):
         """STOPPED at once; `purge` also forgets it and its history."""

@@ -42,6 +42,13 @@ class TriggerState:
     LIVE = (READY, RUNNING)
 
 
+class FileState:
+    """A file in a file-pattern trigger's ledger: claimed -> submitted -> done."""
+    CLAIMED = "claimed"      # being handed out; its workflow does not exist yet
+    SUBMITTED = "submitted"  # its workflow exists; the original may still sit where it arrived
+    DONE = "done"            # the original is gone from where it arrived
+
+
 class TriggerType:
     CRON = "CRON"
     FILE_PATTERN = "FILE_PATTERN"

@@ -7,8 +7,9 @@ import json
 import sqlite3
 
 from .errors import Conflict, NotFound
-from .model import Ensemble, EngineRow, EnsembleLoad, Trigger, Workflow
-from .states import ENSEMBLE_TRANSITIONS, TRIGGER_TRANSITIONS, WORKFLOW_TRANSITIONS, sources
+from .model import Ensemble, EngineRow, EnsembleLoad, LedgerFile, Trigger, Workflow
+from .states import (ENSEMBLE_TRANSITIONS, TRIGGER_TRANSITIONS, WORKFLOW_TRANSITIONS, FileState,
+                     sources)
 
 _ENSEMBLE_COLS = "id, name, state, max_planning, max_running, created, updated"
 _WORKFLOW_COLS = ("w.id, w.ensemble_id, e.name, w.name, w.state, w.priority, w.basedir, "
@@ -93,16 +94,22 @@ def change_ensemble_state(conn, ensemble, new, now, reason=None):
 
 # ---- workflows ------------------------------------------------------------
 
-def insert_workflow(conn, ensemble, name, priority, basedir, plan_command, state, now):
+def insert_workflow(conn, ensemble, name, priority, basedir, plan_command, state, now,
+                    trigger_id=None, reason="submitted"):
     try:
         cur = conn.execute(
             "INSERT INTO workflows (ensemble_id, name, state, priority, basedir, plan_command,"
-            " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (ensemble.id, name, state, priority, basedir, plan_command, now, now))
+            " created, updated, trigger_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ensemble.id, name, state, priority, basedir, plan_command, now, now, trigger_id))
     except sqlite3.IntegrityError:
         raise Conflict("Ensemble workflow %s already exists in %s" % (name, ensemble.name))
-    add_event(conn, now, ensemble.id, None, state, "submitted", workflow_id=cur.lastrowid)
+    add_event(conn, now, ensemble.id, None, state, reason, workflow_id=cur.lastrowid)
     return cur.lastrowid
+
+
+def workflow_exists(conn, ensemble_id, name):
+    return conn.execute("SELECT 1 FROM workflows WHERE ensemble_id = ? AND name = ?",
+                        (ensemble_id, name)).fetchone() is not None
 
 
 def get_workflow(conn, ensemble, name):
@@ -224,6 +231,145 @@ def change_trigger_state(conn, trigger, new, now, reason=None):
 
 def delete_trigger(conn, trigger):
     conn.execute("DELETE FROM triggers WHERE id = ?", (trigger.id,))
+
+
+def trigger_workflow_names(conn, ensemble_id, trigger_id=None):
+    """trigger id -> names of the workflows it submitted, oldest first."""
+    sql = ("SELECT w.trigger_id, w.name FROM workflows w JOIN triggers t ON t.id = w.trigger_id"
+           " WHERE t.ensemble_id = ?")
+    params = [ensemble_id]
+    if trigger_id is not None:
+        sql += " AND t.id = ?"
+        params.append(trigger_id)
+    out = {}
+    for tid, name in conn.execute(sql + " ORDER BY w.id", params):
+        out.setdefault(tid, []).append(name)
+    return out
+
+
+# ---- trigger scheduling ---------------------------------------------------
+
+_LIVE_SQL = "('READY', 'RUNNING')"
+
+
+def get_trigger_by_id(conn, trigger_id):
+    row = conn.execute("SELECT %s FROM %s WHERE t.id = ?" % (_TRIGGER_COLS, _TRIGGER_FROM),
+                       (trigger_id,)).fetchone()
+    return _trigger(row) if row else None
+
+
+def due_triggers(conn, now):
+    """Live triggers due to fire or past their deadline at `now`, earliest first
+    (two range scans of partial indexes: the cost does not grow with idle triggers)."""
+    rows = conn.execute(
+        "SELECT %s FROM %s WHERE t.id IN (SELECT id FROM triggers WHERE state IN %s"
+        " AND next_fire <= ? UNION SELECT id FROM triggers WHERE state IN %s"
+        " AND deadline <= ?) ORDER BY t.next_fire, t.id"
+        % (_TRIGGER_COLS, _TRIGGER_FROM, _LIVE_SQL, _LIVE_SQL), (now, now))
+    return [_trigger(r) for r in rows]
+
+
+def next_trigger_time(conn):
+    """The earliest next firing or deadline of any live trigger, or None."""
+    times = []
+    for column in ("next_fire", "deadline"):
+        row = conn.execute("SELECT %s FROM triggers WHERE state IN %s AND %s IS NOT NULL"
+                           " ORDER BY %s LIMIT 1" % (column, _LIVE_SQL, column, column)
+                           ).fetchone()
+        if row:
+            times.append(row[0])
+    return min(times) if times else None
+
+
+def live_file_triggers(conn):
+    """(id, file patterns) of every live file-pattern trigger."""
+    rows = conn.execute("SELECT id, file_patterns FROM triggers WHERE type = 'FILE_PATTERN'"
+                        " AND state IN %s ORDER BY id" % _LIVE_SQL)
+    return [(tid, tuple(json.loads(patterns))) for tid, patterns in rows]
+
+
+def live_file_triggers_key(conn):
+    """Changes when a file-pattern trigger starts or stops being live."""
+    return tuple(conn.execute("SELECT count(*), total(id) FROM triggers"
+                              " WHERE type = 'FILE_PATTERN' AND state IN %s" % _LIVE_SQL)
+                 .fetchone())
+
+
+def update_trigger_run(conn, trigger_id, **fields):
+    """Record schedule and counters (next_fire, fire_count, failures, last_error)."""
+    assignments = ", ".join("%s = ?" % k for k in fields)
+    conn.execute("UPDATE triggers SET %s WHERE id = ?" % assignments,
+                 list(fields.values()) + [trigger_id])
+
+
+# ---- the file ledger ------------------------------------------------------
+# Inode and device numbers are unsigned 64-bit; SQLite integers are signed.
+
+def _i64(n):
+    return n - (1 << 64) if n >= (1 << 63) else n
+
+
+def _u64(n):
+    return n + (1 << 64) if n < 0 else n
+
+
+_FILE_COLS = "id, trigger_id, path, dev, ino, size, mtime_ns, dest, linked, state, workflow"
+
+
+def _file(row):
+    row = list(row)
+    row[3], row[4] = _u64(row[3]), _u64(row[4])
+    return LedgerFile._make(row)
+
+
+def claim_files(conn, trigger_id, files, now):
+    """Insert (path, dev, ino, size, mtime_ns, dest) rows as claimed -> their ids, in order."""
+    ids = []
+    for path, dev, ino, size, mtime_ns, dest in files:
+        cur = conn.execute(
+            "INSERT INTO trigger_files (trigger_id, path, dev, ino, size, mtime_ns, dest, state,"
+            " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (trigger_id, path, _i64(dev), _i64(ino), size, mtime_ns, dest, FileState.CLAIMED,
+             now, now))
+        ids.append(cur.lastrowid)
+    return ids
+
+
+def unfinished_files(conn, trigger_id=None):
+    """Claimed and submitted files (of one trigger, or of all)."""
+    sql = "SELECT %s FROM trigger_files WHERE state != 'done'" % _FILE_COLS
+    params = []
+    if trigger_id is not None:
+        sql += " AND trigger_id = ?"
+        params.append(trigger_id)
+    return [_file(r) for r in conn.execute(sql + " ORDER BY id", params)]
+
+
+def submit_files(conn, items, now):
+    """(workflow, dest, linked, id): claimed -> submitted, in the workflow's transaction."""
+    conn.executemany(
+        "UPDATE trigger_files SET state = '%s', workflow = ?, dest = ?, linked = ?, updated = ?"
+        " WHERE id = ?" % FileState.SUBMITTED,
+        [(workflow, dest, linked, now, file_id) for workflow, dest, linked, file_id in items])
+
+
+def finish_files(conn, ids, now):
+    conn.executemany("UPDATE trigger_files SET state = '%s', updated = ? WHERE id = ?"
+                     % FileState.DONE, [(now, i) for i in ids])
+
+
+def release_files(conn, ids):
+    """Forget claims whose workflow was never created: the files are found again."""
+    conn.executemany("DELETE FROM trigger_files WHERE id = ? AND state = '%s'"
+                     % FileState.CLAIMED, [(i,) for i in ids])
+
+
+def file_holders(conn, path, dev, ino):
+    """Ids of the triggers whose workflows got this very file."""
+    rows = conn.execute("SELECT trigger_id FROM trigger_files WHERE path = ? AND dev = ?"
+                        " AND ino = ? AND state IN ('submitted', 'done')",
+                        (path, _i64(dev), _i64(ino)))
+    return {r[0] for r in rows}
 
 
 # ---- engine ---------------------------------------------------------------

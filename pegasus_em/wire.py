@@ -6,6 +6,8 @@ client ignores them.
 
 import json
 
+from .states import TriggerState
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 
 
@@ -87,7 +89,9 @@ def trigger_url(base, ensemble_name, name):
     return "%s/ensembles/%s/triggers/%s" % (base, ensemble_name, name)
 
 
-def trigger(t, base, workflows=None):
+def trigger(t, base, workflows=None, workflow_count=None):
+    """`workflows`: names of the (newest) workflows it submitted, oldest first;
+    `next_fire` is null once the trigger can no longer fire."""
     args = {"interval": t.interval, "timeout": t.timeout}
     if t.type == "FILE_PATTERN":
         args["file_patterns"] = list(t.file_patterns)
@@ -103,7 +107,7 @@ def trigger(t, base, workflows=None):
         "basedir": t.basedir,
         "created": t.created,
         "updated": t.updated,
-        "next_fire": t.next_fire,
+        "next_fire": t.next_fire if t.state in TriggerState.LIVE else None,
         "deadline": t.deadline,
         "fire_count": t.fire_count,
         "failures": t.failures,
@@ -112,6 +116,7 @@ def trigger(t, base, workflows=None):
     }
     if workflows is not None:
         obj["workflows"] = workflows
+        obj["workflow_count"] = len(workflows) if workflow_count is None else workflow_count
     return obj
 
 

@@ -139,9 +139,10 @@ def test_cron_trigger_create_get_list_delete(shared_daemon, ens):
     assert headers["Location"].endswith("/ensembles/%s/triggers/t1" % ens)
     st, _, t = shared_daemon.request("GET", "/ensembles/%s/triggers/t1" % ens)
     assert st == 200
-    assert {k: t[k] for k in ("name", "state", "workflow", "args", "type")} == {
-        "name": "t1", "state": "READY", "workflow": {"script": "/bin/echo", "args": ["a", "b"]},
+    assert {k: t[k] for k in ("name", "workflow", "args", "type")} == {
+        "name": "t1", "workflow": {"script": "/bin/echo", "args": ["a", "b"]},
         "args": {"interval": 30, "timeout": None}, "type": "CRON"}
+    assert t["state"] in ("READY", "RUNNING")  # it fires as soon as it is created
     assert isinstance(t["id"], int) and isinstance(t["ensemble_id"], int)
     st, _, listing = shared_daemon.request("GET", "/ensembles/%s/triggers" % ens)
     assert [x["name"] for x in listing] == ["t1"]
@@ -310,6 +311,8 @@ BAD_TRIGGERS = [
     ({"interval": "5 weeks"}, "interval must be given"),
     ({"interval": "-3s"}, "interval must be given"),
     ({"timeout": "soon"}, "timeout must be given"),
+    ({"timeout": "0s"}, "timeout must be given"),
+    ({"basedir": "relative/dir"}, "basedir must be an absolute path"),
     ({"trigger": "bad name"}, "Invalid trigger name"),
 ]
 
@@ -331,13 +334,17 @@ def test_bad_file_pattern_trigger(shared_daemon, ens, patterns, message):
     form = dict(CRON, type="FILE_PATTERN", file_patterns=patterns)
     st, _, body = shared_daemon.request("POST", "/ensembles/%s/triggers/file_pattern" % ens, form)
     assert st == 400 and message in body["message"]
+    assert shared_daemon.request("GET", "/ensembles/%s/triggers" % ens)[2] == []
 
 
 def test_trigger_for_unknown_ensemble_is_404_and_duplicate_409(shared_daemon, ens):
     assert shared_daemon.request("POST", "/ensembles/nope/triggers/cron", CRON)[0] == 404
     assert shared_daemon.request("POST", "/ensembles/%s/triggers/cron" % ens, CRON)[0] == 201
-    st, _, body = shared_daemon.request("POST", "/ensembles/%s/triggers/cron" % ens, CRON)
+    st, _, body = shared_daemon.request("POST", "/ensembles/%s/triggers/cron" % ens,
+                                        dict(CRON, interval="5s", workflow_script="/bin/true"))
     assert st == 409 and "already exists" in body["message"]
+    (t,) = shared_daemon.request("GET", "/ensembles/%s/triggers" % ens)[2]
+    assert (t["args"]["interval"], t["workflow"]["script"]) == (30, "/bin/echo")
 
 
 @pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "PATCH", "BREW", "DELETE"])

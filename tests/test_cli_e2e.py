@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import Daemon
+from conftest import Daemon, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,19 @@ def test_triggers_from_the_command_line(em):
                     "-a", "--site local")) == ""
     assert ok(d.cli("file-pattern-trigger", "trig", "files", "30s", script,
                     "/data/in/*.csv")) == ""
+
+    def fired():  # both fire when created: READY -> RUNNING
+        detail = json.loads(ok(d.cli("triggers", "--json", "trig")))
+        return detail if {t["state"] for t in detail} == {"RUNNING"} else None
+    detail = wait_until(fired, message="both triggers to fire once")
     listing = ok(d.cli("triggers", "trig"))
-    assert "hourly" in listing and "files" in listing and "READY" in listing
-    detail = json.loads(ok(d.cli("triggers", "--json", "trig")))
+    assert "hourly" in listing and "files" in listing and "RUNNING" in listing
     hourly = [t for t in detail if t["name"] == "hourly"][0]
     assert hourly["workflow"] == {"script": script, "args": ["--site", "local"]}
     assert hourly["args"] == {"interval": 3600, "timeout": 172800}
+    (name,) = hourly["workflows"]
+    assert hourly["fire_count"] == 1 and name.startswith("hourly_")
+    assert "Workflows:    %s\n" % name in ok(d.cli("triggers", "-l", "trig"))
     assert "hourly" in ok(d.cli("stop-trigger", "trig", "hourly"))
     assert "STOPPED" in ok(d.cli("triggers", "-l", "trig"))
 

@@ -474,6 +474,15 @@ def test_triggers_long_formats_our_extra_fields(utc):
         assert line + "\n" in out
 
 
+def test_triggers_long_names_many_workflows_by_count_and_the_newest():
+    names = ["inbox_%d" % i for i in range(1000)]
+    out = fmt.triggers_long([dict(TRIGGER, workflows=names, workflow_count=1500)])
+    assert ("Workflows:    1500: ..., %s\n" % ", ".join(names[-10:])) in out
+    assert "workflow_count" not in out
+    assert "Workflows:    a, b\n" in fmt.triggers_long([dict(TRIGGER, workflows=["a", "b"],
+                                                                 workflow_count=2)])
+
+
 def test_triggers_long_tolerates_nulls_and_shows_unknown_fields():
     out = fmt.triggers_long([dict(FIVE_X_TRIGGER, workflow=None, extra="x")])
     assert "Script:       \n" in out and "Interval:     \n" in out

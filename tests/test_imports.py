@@ -29,19 +29,31 @@ LAYERS = {
     "policy": {"model", "states"},
     "manager": {"ops", "store", "db", "policy", "runner", "planout", "dagstate", "errors",
                 "model", "states"},
+    "triggers": {"ops", "store", "db", "model", "states", "errors"},
     "daemon": {"__init__", "config", "api", "auth", "db", "errors", "httpd", "ops", "store",
-               "states", "wire", "model", "manager", "runner"},
+               "states", "wire", "model", "manager", "runner", "triggers"},
     "client": {"__init__", "errors", "config"},
     "fmt": set(),
     "cli": {"__init__", "client", "fmt", "config", "errors", "states", "daemon"},
     "__main__": {"cli"},
-    "pservice": {"__init__", "config", "errors"},
+    "pservice": {"__init__", "config", "errors", "pam", "tls", "auth", "httpd", "service_app",
+                 "switch", "userapp"},
+    "pam": {"errors"},
+    "tls": {"errors"},
+    "masterdb": {"errors"},
+    "monitoring": {"errors", "masterdb"},
+    "emproxy": {"config", "client", "errors"},
+    "userapp": {"emproxy", "errors", "monitoring"},
+    "switch": {"errors", "userapp"},
+    "service_app": {"errors", "userapp"},
     "runner": {"errors"},
     "planout": {"errors"},
     "dagstate": {"errors", "runner"},
 }
 CLIENT_SIDE = {"client", "fmt", "cli", "__main__"}
-SERVER_SIDE = {"db", "store", "ops", "api", "httpd", "daemon", "auth", "wire"}
+SERVER_SIDE = {"db", "store", "ops", "api", "httpd", "daemon", "auth", "wire", "pam", "tls",
+               "masterdb", "monitoring", "emproxy", "userapp", "switch", "service_app",
+               "pservice"}
 LAZY_ALLOWED = {("cli", "daemon")}  # `pegasus-em server` imports the daemon inside a function
 
 

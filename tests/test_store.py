@@ -26,9 +26,29 @@ def test_fresh_file_is_migrated_to_the_newest_schema(tmp_path):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(dbmod.SCHEMA)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"ensembles", "workflows", "triggers", "events"} <= tables
+    assert {"ensembles", "workflows", "triggers", "events", "trigger_files"} <= tables
     conn.close()
     dbmod.open_database(path).close()  # reopening is a no-op
+
+
+def test_a_version_2_file_is_migrated_keeping_its_rows(tmp_path):
+    path = str(tmp_path / "em.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(dbmod.SCHEMA[:2]):
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version=%d" % (number + 1))
+    conn.execute("INSERT INTO ensembles VALUES (1, 'e', 'ACTIVE', 1, 1, 1.0, 1.0)")
+    conn.execute("INSERT INTO workflows (ensemble_id, name, state, priority, basedir,"
+                 " plan_command, created, updated) VALUES (1, 'w', 'READY', 0, '/', 'x', 1, 1)")
+    conn.close()
+    database = dbmod.open_database(path)
+    with database.read() as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == len(dbmod.SCHEMA) >= 3
+        assert c.execute("SELECT name, trigger_id FROM workflows").fetchall() == [("w", None)]
+        assert c.execute("SELECT count(*) FROM trigger_files").fetchone()[0] == 0
+    database.close()
 
 
 def test_newer_schema_is_refused(tmp_path):

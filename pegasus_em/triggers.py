@@ -1,0 +1,703 @@
+"""Triggers: submit workflows on a fixed schedule, or for the files that arrived.
+
+One scheduler thread serves every trigger: `tick(now)` fires the triggers that
+are due and returns the seconds until the next one is; the thread sleeps that
+long or until the API wakes it.  A firing submits through the API's own use
+case (`Ops.insert_workflow`), in one transaction with the trigger's schedule,
+counters and, for file triggers, the ledger.
+
+Schedule: firings at created + k*interval (k = 0, 1, ...), so the time a firing
+takes never shifts the next one.  Firings missed while the daemon was down
+coalesce into one; past its deadline (created + timeout) a trigger becomes
+TIMED_OUT.  A failed firing is recorded (failures, last_error, an event) and
+tried again at the next slot; TRIGGER_MAX_FAILURES in a row make it FAILED.
+
+File-pattern triggers hand every file to exactly one workflow per trigger
+through a ledger (table trigger_files), each step idempotent:
+  1. scan   glob the patterns; skip files in the ledger, files in processed/
+            folders and files still changing;
+  2. claim  record each file (path, dev, ino, size, mtime) and its name in
+            processed/ beside it;
+  3. link   hard-link the file to that name; the original stays where it is;
+  4. submit one transaction inserts the workflow(s), whose plan command names
+            the processed paths after --inputs, and marks the files submitted;
+  5. finish remove the original once every live trigger whose patterns match
+            it has it in its ledger; the file is then done.
+So a file exists at its processed path before any workflow names it, and
+stays where it arrived until its workflow exists.  A restarted daemon releases
+claims (their workflow was never committed: it is inserted in the same
+transaction that marks them submitted) and finishes submitted files.  Where a
+hard link is impossible (another user's file under protected_hardlinks, a
+filesystem without links) the file is renamed at step 5 instead.
+"""
+
+import errno
+import fnmatch
+import glob
+import itertools
+import logging
+import os
+import re
+import stat
+import threading
+import time
+
+from . import store
+from .errors import EMError
+from .model import timestamp
+from .ops import MAX_PLAN_COMMAND
+from .states import FileState, TriggerState, TriggerType
+
+log = logging.getLogger(__name__)
+
+PROCESSED = "processed"
+SETTLE = 1.0          # seconds a file seen for the first time must have been left alone
+MAX_WAIT = 60.0       # longest sleep; bounds the effect of a wall-clock jump
+MIN_TICK_GAP = 0.01   # a burst of API wakes costs at most 100 ticks a second
+SWEEP_EVERY = 60.0    # look again at files waiting for another trigger
+ARG_STRLEN = 131072   # Linux's limit for one execve argument (the whole `sh -c` command)
+MARGIN = 4096
+_NO_LINK = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+_MAGIC = re.compile(r"[*?[]")
+_SH_SPECIAL = re.compile(r'[\\"$`]')
+_TMP = ".pegasus-em-%d"
+
+
+class FiringError(EMError):
+    """A firing that cannot submit: recorded as a failure, tried again at the next slot."""
+
+
+class _Gone(Exception):
+    """The trigger was stopped or purged while it fired: submit nothing."""
+
+
+# ---- pure rules -----------------------------------------------------------
+
+def next_slot(created, interval, now):
+    """The catch-up rule: the first firing time created + k*interval after `now`.
+
+    However many slots a stopped daemon or a long firing missed, the trigger
+    fires once and then keeps to its original grid: no drift, no burst."""
+    k = max(1, int((now - created) // interval) + 1)
+    slot = timestamp(created + k * interval)
+    return slot if slot > now else timestamp(created + (k + 1) * interval)
+
+
+def quote(words):
+    """5.x's plan_command: each word in double quotes, separated by spaces.  \\ " $ `
+    are escaped, so /bin/sh hands odd file names to the script unchanged."""
+    return '"' + '" "'.join(_SH_SPECIAL.sub(r"\\\g<0>", w) for w in words) + '"'
+
+
+def command_limit(env):
+    """Bytes one plan command may take: the store's limit, one execve argument (the
+    engine runs it as `sh -c COMMAND`), and the script's argv plus the environment
+    within SC_ARG_MAX; less a margin."""
+    env_bytes = sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 + 8 for k, v in env.items())
+    try:
+        arg_max = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        arg_max = ARG_STRLEN
+    return min(MAX_PLAN_COMMAND, ARG_STRLEN, arg_max - env_bytes) - MARGIN
+
+
+def _cost(word):
+    """Bytes a word adds to the quoted command, or to argv (NUL and pointer): the larger."""
+    raw = len(word.encode("utf-8"))
+    quoted = len(_SH_SPECIAL.sub(r"\\\g<0>", word).encode("utf-8")) + 3
+    return max(quoted, raw + 9)
+
+
+def split_inputs(words, items, limit, key=lambda item: item):
+    """`items` in groups whose command (words, --inputs, the group's keys) fits in
+    `limit` bytes; every item in exactly one group, in order."""
+    base = sum(_cost(w) for w in words) + _cost("--inputs")
+    groups, group, size = [], [], base
+    for item in items:
+        cost = _cost(key(item))
+        if group and size + cost > limit:
+            groups.append(group)
+            group, size = [], base
+        group.append(item)
+        size += cost
+    if group:
+        groups.append(group)
+    return groups
+
+
+def script_problem(script):
+    """Why the workflow script cannot be run, or None."""
+    if not os.path.exists(script):
+        return "workflow script %s does not exist" % script
+    if not os.path.isfile(script):
+        return "workflow script %s is not a file" % script
+    if not os.access(script, os.X_OK):
+        return "workflow script %s is not executable (chmod +x)" % script
+    return None
+
+
+class Pattern:
+    """An absolute glob pattern, matched as glob.glob matches, except that a wildcard
+    never matches a folder named processed (where matched files are moved)."""
+
+    def __init__(self, text):
+        self.text = re.sub("/+", "/", text)
+        self.parts = self.text.split("/")
+        self.regex = [re.compile(fnmatch.translate(p)) if _MAGIC.search(p) else None
+                      for p in self.parts]
+        magic = [i for i, rx in enumerate(self.regex) if rx is not None]
+        first = magic[0] if magic else len(self.parts) - 1
+        self.key = "/".join(self.parts[:first])  # the literal folder the wildcards start in
+
+    def excluded(self, path):
+        """True for a glob result under a processed/ folder matched by a wildcard."""
+        parts = path.split("/")
+        return any(rx is not None and name == PROCESSED
+                   for rx, name in zip(self.regex[:-1], parts[:-1]))
+
+    def matches(self, path):
+        parts = path.split("/")
+        if len(parts) != len(self.parts):
+            return False
+        for part, rx, name in zip(self.parts, self.regex, parts):
+            if rx is None:
+                if part != name:
+                    return False
+            elif (name.startswith(".") and not part.startswith(".")) or not rx.match(name):
+                return False
+        return not self.excluded(path)
+
+
+class Matcher:
+    """Which live file-pattern triggers match a path, looked up by literal folder."""
+
+    def __init__(self, triggers):
+        self.by_key = {}
+        for trigger_id, patterns in triggers:
+            for text in patterns:
+                p = Pattern(text)
+                self.by_key.setdefault(p.key, []).append((trigger_id, p))
+
+    def triggers_for(self, path):
+        parts = path.split("/")
+        found = set()
+        for j in range(1, len(parts)):
+            for trigger_id, p in self.by_key.get("/".join(parts[:j]), ()):
+                if trigger_id not in found and p.matches(path):
+                    found.add(trigger_id)
+        return found
+
+
+def scan(patterns):
+    """Regular files matching any pattern, outside processed/ folders -> {path: lstat}."""
+    found = {}
+    for text in patterns:
+        p = Pattern(text)
+        for path in glob.glob(p.text):
+            if path in found or p.excluded(path) or not _storable(path):
+                continue
+            st = _lstat(path)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                found[path] = st
+    return found
+
+
+_UNSTORABLE = set()  # names already warned about
+
+
+def _storable(path):
+    """The ledger stores names as text: a name that is not UTF-8 is left alone."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        if path not in _UNSTORABLE and len(_UNSTORABLE) < 10000:
+            _UNSTORABLE.add(path)
+            log.warning("ignoring %r: its name is not valid UTF-8", path)
+        return False
+    return True
+
+
+def _lstat(path):
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _same(st, f):
+    return st is not None and (st.st_dev, st.st_ino) == (f.dev, f.ino)
+
+
+class Claim:
+    """A file this firing hands out (the fields the ledger keeps of it)."""
+
+    __slots__ = ("id", "trigger_id", "path", "dev", "ino", "size", "mtime_ns", "dest",
+                 "linked", "dropped")
+
+    def __init__(self, trigger_id, path, st, dest):
+        self.id = None
+        self.trigger_id = trigger_id
+        self.path = path
+        self.dev, self.ino, self.size, self.mtime_ns = (st.st_dev, st.st_ino, st.st_size,
+                                                         st.st_mtime_ns)
+        self.dest = dest
+        self.linked = 0
+        self.dropped = False
+
+    def row(self):
+        return (self.path, self.dev, self.ino, self.size, self.mtime_ns, self.dest)
+
+
+def _free_dest(f, reserved):
+    """processed/<name> beside the file, or <root>_1<ext>, <root>_2<ext>, ... when that
+    name holds another file or is promised to one; a link of this very file is reused."""
+    folder = os.path.join(os.path.dirname(f.path), PROCESSED)
+    name = os.path.basename(f.path)
+    root, ext = os.path.splitext(name)
+    for n in itertools.count():
+        dest = os.path.join(folder, name if n == 0 else "%s_%d%s" % (root, n, ext))
+        if dest in reserved:
+            continue
+        other = _lstat(dest)
+        if other is None or _same(other, f):
+            return dest
+    return None  # not reached
+
+
+def _try_link(c):
+    """Link the file to c.dest; -> None, or the errno (EEXIST: another file is there)."""
+    try:
+        os.link(c.path, c.dest)
+    except FileExistsError:
+        return None if _same(_lstat(c.dest), c) else errno.EEXIST
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def _restore(tmp, path):
+    """Put back a file that took `path` just as we removed the original from there."""
+    for n in itertools.count():
+        target = path if n == 0 else "%s.%d" % (path, n)
+        if os.path.lexists(target):
+            continue
+        os.rename(tmp, target)
+        return
+
+
+# ---- the scheduler --------------------------------------------------------
+
+class Triggers:
+    def __init__(self, ops, engine_wake=lambda: None, max_failures=5, env=None,
+                 clock=time.time):
+        self.ops = ops
+        self.db = ops.db
+        self.engine_wake = engine_wake
+        self.max_failures = max(1, int(max_failures))
+        self.limit = command_limit(os.environ if env is None else env)
+        self.clock = clock
+        self._seen = {}          # trigger id -> {path: identity} of files left to settle
+        self._live_key = None    # which file triggers were live at the last sweep
+        self._look_again = True  # woken, or a state we changed: the live set may differ
+        self._next_sweep = float("inf")
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+
+    # ---- the thread --------------------------------------------------------
+
+    def wake(self):
+        """Called by the API after any change: look at the triggers again now."""
+        self._look_again = True
+        self._wake.set()
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="triggers", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=10):
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _run(self):
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self._wake.clear()  # before the tick, so no wake is lost
+            try:
+                wait = self.tick()
+            except Exception:
+                log.exception("trigger tick failed; trying again")
+                wait = 1.0
+            self._wake.wait(max(0.0, wait - (time.monotonic() - started)))  # from the tick's now
+            gap = MIN_TICK_GAP - (time.monotonic() - started)
+            if gap > 0 and not self._stop.is_set():
+                time.sleep(gap)
+
+    # ---- one turn ----------------------------------------------------------
+
+    def tick(self, now=None):
+        """Fire what is due at `now`; -> seconds until something is due again."""
+        now = self.clock() if now is None else now
+        with self.db.read() as conn:
+            due = store.due_triggers(conn, now)
+        stuck = False
+        for t in due:
+            stuck |= not self._handle(t, now)
+        if self._live_set_changed() or now >= self._next_sweep:
+            self._sweep(now)
+        wait = self._wait(now)
+        return max(wait, 1.0) if stuck else wait
+
+    def _live_set_changed(self):
+        """Did a file-pattern trigger start or stop being live (files may wait for it)?"""
+        if not self._look_again:
+            return False
+        self._look_again = False
+        with self.db.read() as conn:
+            key = store.live_file_triggers_key(conn)
+        changed, self._live_key = key != self._live_key, key
+        return changed
+
+    def recover(self):
+        """On start, before the engine runs: settle every file a crash left in flight."""
+        self._sweep(self.clock(), recovering=True)
+
+    def _wait(self, now):
+        with self.db.read() as conn:
+            due = store.next_trigger_time(conn)
+        wait = MAX_WAIT if due is None else due - now
+        return max(0.0, min(wait, MAX_WAIT, self._next_sweep - now))
+
+    def _handle(self, t, now):
+        """One due trigger; False when even its failure could not be recorded."""
+        try:
+            if t.deadline is not None and now >= t.deadline:
+                self._time_out(t, now)
+            elif t.next_fire is not None and t.next_fire <= now:
+                self._fire(t, now)
+            return True
+        except Exception as e:
+            log.exception("trigger %s.%s: firing failed", t.ensemble, t.name)
+            try:
+                self._failed(t, now, next_slot(t.created, t.interval, now),
+                             "internal error: %s" % e)
+                return True
+            except Exception:
+                log.exception("trigger %s.%s: cannot record the failure", t.ensemble, t.name)
+                return False
+
+    def _fire(self, t, now):
+        next_fire = next_slot(t.created, t.interval, now)
+        try:
+            problem = script_problem(t.script)
+            if problem:
+                raise FiringError(problem)
+            if t.type == TriggerType.FILE_PATTERN:
+                self._fire_files(t, now, next_fire)
+            else:
+                self._submit(t, now, next_fire, [(quote(self._words(t)), ())])
+        except _Gone:
+            log.info("trigger %s.%s stopped while firing", t.ensemble, t.name)
+        except EMError as e:
+            self._failed(t, now, next_fire, e.message)
+
+    @staticmethod
+    def _words(t):
+        return [t.script] + list(t.args)
+
+    # ---- recording ---------------------------------------------------------
+
+    @staticmethod
+    def _live(conn, trigger_id):
+        fresh = store.get_trigger_by_id(conn, trigger_id)
+        if fresh is None or fresh.state not in TriggerState.LIVE:
+            raise _Gone()
+        return fresh
+
+    @staticmethod
+    def _started(conn, t, now):
+        """READY -> RUNNING at the first firing."""
+        if t.state != TriggerState.READY:
+            return t
+        store.change_trigger_state(conn, t, TriggerState.RUNNING, now, "first firing")
+        return t._replace(state=TriggerState.RUNNING)
+
+    def _submit(self, t, now, next_fire, batches):
+        """Insert one workflow per (command, files) batch and record the firing, at once."""
+        with self.db.write() as conn:
+            fresh = self._started(conn, self._live(conn, t.id), now)
+            names = self._names(conn, fresh, now, len(batches))
+            basedir = fresh.basedir or os.path.dirname(fresh.script)
+            items = []
+            for name, (command, files) in zip(names, batches):
+                self.ops.insert_workflow(conn, fresh.ensemble, name, basedir, command,
+                                         trigger_id=fresh.id,
+                                         reason="submitted by trigger %s" % fresh.name)
+                items.extend((name, f.dest, f.linked, f.id) for f in files)
+            store.submit_files(conn, items, self.ops.now())
+            store.update_trigger_run(conn, fresh.id, next_fire=next_fire,
+                                     fire_count=fresh.fire_count + 1, failures=0)
+        self.engine_wake()
+        log.info("trigger %s.%s submitted %s%s", t.ensemble, t.name, ", ".join(names),
+                 " (%d files)" % len(items) if items else "")
+        return names
+
+    @staticmethod
+    def _names(conn, t, now, count):
+        """<trigger>_<unix seconds>, then _1, _2, ... after it for names already taken
+        (two firings in one second, or one firing's several workflows)."""
+        stamp = "_%d" % int(now)
+        names = []
+        for n in itertools.count():
+            if len(names) == count:
+                return names
+            suffix = stamp + ("_%d" % n if n else "")
+            name = t.name[:99 - len(suffix)] + suffix
+            if name not in names and not store.workflow_exists(conn, t.ensemble_id, name):
+                names.append(name)
+        return names  # not reached
+
+    def _advance(self, t, now, next_fire):
+        """A firing that found nothing to submit: only the schedule moves on."""
+        with self.db.write() as conn:
+            try:
+                fresh = self._started(conn, self._live(conn, t.id), now)
+            except _Gone:
+                return
+            store.update_trigger_run(conn, fresh.id, next_fire=next_fire)
+
+    def _failed(self, t, now, next_fire, message):
+        with self.db.write() as conn:
+            try:
+                fresh = self._started(conn, self._live(conn, t.id), now)
+            except _Gone:
+                return
+            failures = fresh.failures + 1
+            store.update_trigger_run(conn, fresh.id, next_fire=next_fire, failures=failures,
+                                     last_error=message)
+            store.add_event(conn, now, fresh.ensemble_id, fresh.state, fresh.state,
+                            "firing failed: %s" % message, trigger_id=fresh.id)
+            if failures >= self.max_failures:
+                store.change_trigger_state(conn, fresh, TriggerState.FAILED, now,
+                                           "%d failed firings in a row; the last: %s"
+                                           % (failures, message))
+                self._look_again = True
+        log.warning("trigger %s.%s: firing failed (%d in a row): %s", t.ensemble, t.name,
+                    failures, message)
+        if failures >= self.max_failures:
+            self._seen.pop(t.id, None)
+
+    def _time_out(self, t, now):
+        with self.db.write() as conn:
+            changed = store.change_trigger_state(conn, t, TriggerState.TIMED_OUT, now,
+                                                 "timed out %d s after its creation"
+                                                 % t.timeout)
+        self._seen.pop(t.id, None)
+        self._look_again = True
+        if changed:
+            log.info("trigger %s.%s timed out", t.ensemble, t.name)
+
+    # ---- file-pattern triggers ---------------------------------------------
+
+    def _fire_files(self, t, now, next_fire):
+        with self.db.read() as conn:
+            unfinished = store.unfinished_files(conn)
+        mine = {(f.path, f.dev, f.ino) for f in unfinished if f.trigger_id == t.id}
+        found = {path: st for path, st in scan(t.file_patterns).items()
+                 if (path, st.st_dev, st.st_ino) not in mine}
+        ready = self._settled(t.id, found, now)
+        if not ready:
+            return self._advance(t, now, next_fire)
+        claims = self._claim(t, ready, unfinished)
+        try:
+            self._link(claims, {f.dest for f in unfinished} | {c.dest for c in claims})
+            kept = [c for c in claims if not c.dropped]
+            if kept:
+                self._submit(t, now, next_fire, self._batches(t, kept))
+        except Exception:
+            self._release_quietly(claims)
+            raise
+        self._release([c for c in claims if c.dropped])
+        if not kept:
+            return self._advance(t, now, next_fire)  # all gone again since the scan
+        self._finish(kept)
+        return None
+
+    def _batches(self, t, claims):
+        """(plan command, files) per workflow: as many workflows as the OS limit needs."""
+        words = self._words(t)
+        groups = split_inputs(words, claims, self.limit, key=lambda c: c.dest)
+        return [(quote(words + ["--inputs"] + [c.dest for c in group]), group)
+                for group in groups]
+
+    def _settled(self, trigger_id, found, now):
+        """Files unchanged since the previous scan, or, first seen, left alone for
+        SETTLE seconds; the others wait for the next scan."""
+        before = self._seen.get(trigger_id, {})
+        settled_ns = int((now - SETTLE) * 1e9)
+        ready, waiting = {}, {}
+        for path, st in found.items():
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            prev = before.get(path)
+            if prev == ident or (prev is None and st.st_mtime_ns <= settled_ns):
+                ready[path] = st
+            else:
+                waiting[path] = ident
+        self._seen[trigger_id] = waiting
+        return ready
+
+    def _claim(self, t, ready, unfinished):
+        """Step 2: record the files and their processed names before touching them."""
+        known = {(f.path, f.dev, f.ino): f.dest for f in unfinished}
+        reserved = {f.dest for f in unfinished}
+        claims = []
+        for path in sorted(ready):
+            c = Claim(t.id, path, ready[path], None)
+            c.dest = known.get((c.path, c.dev, c.ino)) or _free_dest(c, reserved)
+            reserved.add(c.dest)
+            claims.append(c)
+        with self.db.write() as conn:
+            ids = store.claim_files(conn, t.id, [c.row() for c in claims], self.ops.now())
+        for c, file_id in zip(claims, ids):
+            c.id = file_id
+        return claims
+
+    def _link(self, claims, reserved):
+        """Step 3: processed/<name> becomes a hard link of each file (or, where links
+        are impossible, is only promised: the file is renamed there at step 5)."""
+        for folder in sorted({os.path.dirname(c.dest) for c in claims}):
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise FiringError("cannot create %s: %s" % (folder, e.strerror or e))
+        for c in claims:
+            self._link_one(c, reserved)
+
+    @staticmethod
+    def _link_one(c, reserved):
+        error = _try_link(c)
+        while error == errno.EEXIST:  # the name was taken since the claim: take another
+            c.dest = _free_dest(c, reserved)
+            reserved.add(c.dest)
+            error = _try_link(c)
+        if error == errno.ENOENT:
+            c.dropped = True  # gone since the scan: nothing to hand out
+        elif error in _NO_LINK:
+            c.linked = 0
+        elif error is not None:
+            raise FiringError("cannot link %s to %s: %s" % (c.path, c.dest, os.strerror(error)))
+        elif not _same(_lstat(c.dest), c):
+            os.unlink(c.dest)  # a new file took the arrival name since the scan: next time
+            c.dropped = True
+        else:
+            c.linked = 1
+
+    def _release(self, files):
+        """Forget claims whose workflow was never created (and links only they made)."""
+        if not files:
+            return
+        with self.db.read() as conn:
+            held = [f for f in files if store.file_holders(conn, f.path, f.dev, f.ino)]
+        for f in files:
+            if f not in held and _same(_lstat(f.path), f) and _same(_lstat(f.dest), f):
+                os.unlink(f.dest)  # an extra link of a file still where it arrived
+        with self.db.write() as conn:
+            store.release_files(conn, [f.id for f in files if f.id is not None])
+
+    def _release_quietly(self, files):
+        try:
+            self._release(files)
+        except Exception:
+            log.exception("cannot release claimed files; trying again at the next tick")
+            self._next_sweep = self.clock()
+
+    # ---- step 5: finishing --------------------------------------------------
+
+    def _sweep(self, now, recovering=False):
+        """Release claims left by a crash; finish files waiting for other triggers."""
+        with self.db.read() as conn:
+            files = store.unfinished_files(conn)
+        self._release([f for f in files if f.state == FileState.CLAIMED])
+        waiting = self._finish([f for f in files if f.state == FileState.SUBMITTED],
+                               recovering)
+        self._next_sweep = now + SWEEP_EVERY if waiting else float("inf")
+
+    def _finish(self, files, recovering=False):
+        """Remove originals that every live matching trigger has; -> files still waiting."""
+        matcher, done, waiting = None, [], []
+        for f in files:
+            if recovering:
+                self._clean_tmp(f)
+            if _same(_lstat(f.path), f):
+                matcher = matcher or self._matcher()
+                if self._others_lack(f, matcher) or not self._remove_original(f):
+                    waiting.append(f)
+                    continue
+            done.append(f.id)
+        if done:
+            with self.db.write() as conn:
+                store.finish_files(conn, done, self.ops.now())
+        if waiting:
+            self._next_sweep = min(self._next_sweep, self.clock() + SWEEP_EVERY)
+        return waiting
+
+    def _matcher(self):
+        with self.db.read() as conn:
+            return Matcher(store.live_file_triggers(conn))
+
+    def _others_lack(self, f, matcher):
+        """True while another live trigger matching the file has not got it yet."""
+        others = matcher.triggers_for(f.path) - {f.trigger_id}
+        if not others:
+            return False
+        with self.db.read() as conn:
+            return bool(others - store.file_holders(conn, f.path, f.dev, f.ino))
+
+    @staticmethod
+    def _remove_original(f):
+        """The processed link exists: drop the arrival name.  Through a rename, so a new
+        file that takes the name at this very moment is put back, not deleted."""
+        if not f.linked:
+            return _move_into(f)
+        tmp = os.path.join(os.path.dirname(f.dest), _TMP % f.id)
+        try:
+            os.rename(f.path, tmp)
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            log.warning("cannot remove %s (handed out as %s): %s", f.path, f.dest, e)
+            return False
+        if _same(_lstat(tmp), f):
+            os.unlink(tmp)
+        else:
+            _restore(tmp, f.path)
+        return True
+
+    @staticmethod
+    def _clean_tmp(f):
+        """A crash in _remove_original: finish the removal or put back the newcomer."""
+        tmp = os.path.join(os.path.dirname(f.dest), _TMP % f.id)
+        st = _lstat(tmp)
+        if st is None:
+            return
+        if _same(st, f):
+            os.unlink(tmp)
+        else:
+            _restore(tmp, f.path)
+
+
+def _move_into(f):
+    """Without a hard link: rename the file to its processed path (its workflow exists)."""
+    if os.path.lexists(f.dest):
+        log.warning("cannot move %s to %s: another file is there", f.path, f.dest)
+        return False
+    try:
+        os.rename(f.path, f.dest)
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        log.warning("cannot move %s to %s: %s", f.path, f.dest, e)
+        return False
+    return True
