@@ -1,0 +1,172 @@
+"""Ensemble-manager requests of pegasus-service, passed to the user's own
+`pegasus-em server`.
+
+Why forward rather than open the user's em.db here: the daemon is the one
+process that plans and runs that user's workflows; going through it keeps one
+writer, wakes its engine at once (a freed slot is used immediately, a new
+workflow is planned without waiting for EM_INTERVAL) and reuses every rule of
+its API unchanged.  Its address (~/.pegasus/em-server.json) and credentials
+(USERNAME/PASSWORD in ~/.pegasus/service.py) are readable only by the user, so
+this runs in a process of that user.  With no daemon running the answer is
+503, saying how to start one.
+
+The daemon writes links with the Host it was asked for; we ask with a random
+marker host and put the public base URL in its place in the answer.
+"""
+
+import base64
+import hmac
+import http.client
+import json
+import logging
+import os
+import secrets
+import threading
+import urllib.parse
+
+from . import config
+from .client import read_endpoint
+from .errors import ConfigError, EMError
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 330  # seconds; `analyze` runs pegasus-analyzer, which the daemon allows 300
+_PASSED_HEADERS = ("content-type", "location", "allow", "retry-after")
+
+
+class Unavailable(EMError):
+    status = 503
+
+
+class BadGateway(EMError):
+    status = 502
+
+
+class EMProxy:
+    def __init__(self, timeout=TIMEOUT):
+        self.timeout = timeout
+        self.marker = "em-%s.invalid" % secrets.token_hex(8)
+        self._local = threading.local()
+        self._credentials = {}  # service.py path -> ((mtime, size), header)
+        self._lock = threading.Lock()
+
+    def forward(self, home, user, method, em_path, query, headers, body, public_base):
+        """(status, headers, body) of the daemon's answer, links rewritten to `public_base`."""
+        pegasus_dir = os.path.join(home, ".pegasus")
+        auth = self.credentials(os.path.join(pegasus_dir, "service.py"), user)
+        url = read_endpoint(os.path.join(pegasus_dir, "em-server.json"))
+        if not url:
+            raise Unavailable("%s's ensemble manager is not running; %s can start it with: "
+                              "pegasus-em server" % (user, user))
+        target = em_path + ("?" + query if query else "")
+        send = {"Host": self.marker, "Authorization": auth,
+                "Accept": headers.get("accept") or "application/json"}
+        if body or method in ("POST", "PUT"):
+            send["Content-Type"] = headers.get("content-type") or \
+                "application/x-www-form-urlencoded"
+        status, answer_headers, data = self._exchange(url, method, target, body, send)
+        if status == 401:
+            raise BadGateway("%s's pegasus-em server refused the USERNAME and PASSWORD of "
+                             "%s/service.py; restart it after changing them" % (user, pegasus_dir))
+        return status, self._headers(answer_headers, public_base), self._rewrite(data,
+                                                                                public_base)
+
+    def accepts(self, home, user, password):
+        """True if user:password is what `user`'s service.py sets for the ensemble
+        manager (so `pegasus-em --url https://service...` works with it)."""
+        try:
+            header = self.credentials(os.path.join(home, ".pegasus", "service.py"), user)
+        except EMError:
+            return False
+        token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8"))
+        return hmac.compare_digest(header.encode("ascii"), b"Basic " + token)
+
+    def credentials(self, path, user):
+        """The Basic header for the user's daemon, from their service.py (re-read on change).
+
+        The file is Python; it is executed only when it belongs to the user this
+        process runs as, so a service running as someone else never runs it."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise Unavailable("%s has no %s; %s can create it with: pegasus-em init"
+                              % (user, path, user))
+        except OSError as e:
+            raise Unavailable("cannot read %s: %s" % (path, e.strerror))
+        if st.st_uid != os.geteuid():
+            raise Unavailable("cannot act on %s's ensembles from a process that is not %s: "
+                              "enable PROCESS_SWITCHING (and run pegasus-service as root)"
+                              % (user, user))
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            cached = self._credentials.get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        try:
+            cfg = config.load(path)
+        except ConfigError as e:
+            raise Unavailable("%s's configuration cannot be used: %s" % (user, e.message))
+        if not cfg["USERNAME"] or not cfg["PASSWORD"]:
+            raise Unavailable("%s sets no USERNAME and PASSWORD for the ensemble manager"
+                              % path)
+        token = base64.b64encode(("%s:%s" % (cfg["USERNAME"], cfg["PASSWORD"])).encode("utf-8"))
+        header = "Basic " + token.decode("ascii")
+        with self._lock:
+            self._credentials[path] = (stamp, header)
+        return header
+
+    def _exchange(self, url, method, target, body, headers):
+        """One request on this thread's keep-alive connection; a connection the daemon
+        closed while idle is replaced once (nothing was sent on it, so nothing repeats)."""
+        for attempt in (0, 1):
+            conn, reused = self._connection(url)
+            try:
+                conn.request(method, target, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self._drop(url)
+                return resp.status, resp.getheaders(), data
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._drop(url)
+                if attempt or not reused:
+                    raise BadGateway("the ensemble manager at %s closed the connection" % url)
+            except (OSError, http.client.HTTPException) as e:
+                self._drop(url)
+                raise Unavailable("cannot reach the ensemble manager at %s: %s"
+                                  % (url, getattr(e, "strerror", None) or e))
+        raise AssertionError("unreachable")
+
+    def _connection(self, url):
+        conns = self._local.__dict__.setdefault("conns", {})
+        if url in conns:
+            return conns[url], True
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http":
+            raise Unavailable("the ensemble manager at %s is not plain HTTP on this host" % url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+        conns[url] = conn
+        return conn, False
+
+    def _drop(self, url):
+        conn = self._local.__dict__.get("conns", {}).pop(url, None)
+        if conn is not None:
+            conn.close()
+
+    def _headers(self, headers, public_base):
+        out = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower not in _PASSED_HEADERS:
+                continue
+            if lower == "location":
+                value = value.replace("http://" + self.marker, public_base)
+            out.append((name, value))
+        return out
+
+    def _rewrite(self, data, public_base):
+        old = ("http://" + self.marker).encode("ascii")
+        if old not in data:
+            return data
+        new = json.dumps(public_base, ensure_ascii=False)[1:-1].encode("utf-8")
+        return data.replace(old, new)

@@ -1,0 +1,414 @@
+"""Process switching: each user's requests run in a worker process of that user.
+
+The listening process (root) never touches user data.  For user U it starts,
+once, `python -I -c "...worker_main()"` through subprocess with U's uid, gid
+and supplementary groups (initgroups semantics: os.getgrouplist), U's home as
+working directory and umask 077; the worker refuses to run as root.  Workers
+stay up for reuse and are stopped after IDLE_TIMEOUT seconds without a
+request; a worker that dies is started again by the next request.
+
+Wire: a control socketpair per worker carries new channels (one end of a fresh
+socketpair, passed with SCM_RIGHTS); on each channel requests and replies
+alternate, one frame each: `>II` (length of a JSON meta object, length of the
+body), the meta, the body.  A listener thread holds a channel for the whole of
+one request, so a slow request never blocks another.
+"""
+
+import json
+import logging
+import os
+import pwd
+import shutil
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from .errors import EMError
+from .userapp import Call, Reply, UserApp, json_reply
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT = 300     # seconds a worker may sit unused
+START_TIMEOUT = 20     # seconds a new worker has to say it is ready
+REPLY_TIMEOUT = 900    # seconds a request may take (analyze runs pegasus-analyzer)
+HEADER = struct.Struct(">II")
+MAX_META = 1 << 20
+MAX_BODY = 1 << 30
+READY = b"R"
+_SAFE_TO_REPEAT = ("GET", "HEAD")
+
+
+class WorkerError(EMError):
+    status = 502
+
+
+class Lost(Exception):
+    """The worker went away; `sent` says whether it may have seen the request."""
+
+    def __init__(self, sent):
+        super().__init__("worker lost")
+        self.sent = sent
+
+
+# --------------------------------------------------------------------------- framing
+
+def send_frame(sock, meta, body=b""):
+    head = json.dumps(meta, separators=(",", ":")).encode("utf-8")
+    prefix = HEADER.pack(len(head), len(body)) + head
+    if len(body) < 65536:
+        sock.sendall(prefix + body)
+    else:
+        sock.sendall(prefix)
+        sock.sendall(body)
+
+
+def recv_frame(sock):
+    """(meta, body), or None when the peer closed between frames."""
+    header = _recv_exact(sock, HEADER.size, eof_ok=True)
+    if header is None:
+        return None
+    meta_len, body_len = HEADER.unpack(header)
+    if meta_len > MAX_META or body_len > MAX_BODY:
+        raise ValueError("frame too large: %d + %d bytes" % (meta_len, body_len))
+    meta = json.loads(_recv_exact(sock, meta_len).decode("utf-8"))
+    return meta, _recv_exact(sock, body_len) if body_len else b""
+
+
+def _recv_exact(sock, size, eof_ok=False):
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            if eof_ok and got == 0:
+                return None
+            raise ConnectionError("peer closed the channel mid-frame")
+        got += n
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- listener side
+
+class Worker:
+    """One user's worker process, seen from the listener."""
+
+    def __init__(self, user, proc, ctl):
+        self.user = user
+        self.proc = proc
+        self.ctl = ctl
+        self.lock = threading.Lock()
+        self.idle = []
+        self.busy = 0
+        self.last_used = time.monotonic()
+        self.closed = False
+
+    @classmethod
+    def start(cls, pw, python=None):
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proc = subprocess.Popen(
+                worker_argv(python) + [str(child.fileno()), str(pw.pw_uid)],
+                pass_fds=[child.fileno()], user=pw.pw_uid, group=pw.pw_gid,
+                extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid), env=worker_env(pw),
+                cwd=pw.pw_dir if os.path.isdir(pw.pw_dir) else "/", umask=0o077,
+                start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        except OSError as e:
+            parent.close()
+            raise WorkerError("cannot start a process for user %s: %s"
+                              % (pw.pw_name, e.strerror or e))
+        finally:
+            child.close()
+        worker = cls(pw.pw_name, proc, parent)
+        worker._await_ready()
+        log.info("started worker pid %d for user %s", proc.pid, pw.pw_name)
+        return worker
+
+    def _await_ready(self):
+        self.ctl.settimeout(START_TIMEOUT)
+        try:
+            ready = self.ctl.recv(1)
+        except OSError:
+            ready = b""
+        self.ctl.settimeout(None)
+        if ready != READY:
+            self.close()
+            raise WorkerError("the process for user %s did not start (exit status %s); see "
+                              "the service log" % (self.user, self.proc.poll()))
+
+    def call(self, call):
+        """Send one request and wait for its reply; Lost if the worker went away."""
+        meta, body = self._exchange(call.meta(), call.body, REPLY_TIMEOUT)
+        return Reply(meta["status"], [tuple(h) for h in meta["headers"]], body)
+
+    def check_em_password(self, password):
+        """Ask the worker whether this is its user's ensemble-manager PASSWORD."""
+        meta, _ = self._exchange({"op": "em-password"}, password.encode("utf-8"), START_TIMEOUT)
+        return meta.get("ok") is True
+
+    def _exchange(self, meta, body, timeout):
+        """One frame out and one back, on a channel held for the whole exchange."""
+        channel = self._acquire()
+        sent = False
+        try:
+            channel.settimeout(timeout)
+            send_frame(channel, meta, body)
+            sent = True
+            frame = recv_frame(channel)
+            if frame is None:
+                raise ConnectionError("worker closed the channel")
+        except (OSError, ValueError):
+            channel.close()
+            self._release(None)
+            raise Lost(sent)
+        self._release(channel)
+        return frame
+
+    def _acquire(self):
+        with self.lock:
+            if self.closed:
+                raise Lost(False)
+            self.busy += 1
+            self.last_used = time.monotonic()
+            if self.idle:
+                return self.idle.pop()
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                socket.send_fds(self.ctl, [b"C"], [theirs.fileno()])
+            except OSError:
+                ours.close()
+                self.busy -= 1
+                raise Lost(False)
+            finally:
+                theirs.close()
+            return ours
+
+    def _release(self, channel):
+        with self.lock:
+            self.busy -= 1
+            self.last_used = time.monotonic()
+            if channel is not None:
+                if self.closed:
+                    channel.close()
+                else:
+                    self.idle.append(channel)
+
+    def retire_if_idle(self, now, idle_timeout):
+        """Mark the worker closed if it has served nothing for `idle_timeout` seconds; a
+        request arriving after this finds it closed and starts another (never one
+        cut off mid-way)."""
+        with self.lock:
+            if self.closed or (not self.busy and now - self.last_used > idle_timeout):
+                self.closed = True
+                return True
+            return False
+
+    def alive(self):
+        return not self.closed and self.proc.poll() is None
+
+    def close(self, wait=5.0):
+        """Closing the control socket tells the worker to exit; it is killed if it does not."""
+        with self.lock:
+            self.closed = True
+            channels, self.idle = self.idle, []
+        for ch in channels:
+            ch.close()
+        self.ctl.close()
+        try:
+            self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class WorkerPool:
+    """The listener's per-user workers: `handle(call) -> Reply` for any user but root."""
+
+    def __init__(self, idle_timeout=IDLE_TIMEOUT, python=None):
+        self.idle_timeout = idle_timeout
+        self.python = python
+        self._workers = {}
+        self._starting = {}   # user -> lock held while that user's worker starts
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper = None
+
+    def handle(self, call):
+        for attempt in (0, 1):
+            worker = self._worker(call.user)
+            try:
+                return worker.call(call)
+            except Lost as lost:
+                self._discard(worker)
+                status = worker.proc.poll()
+                if status is not None:
+                    log.warning("worker pid %d of user %s ended (status %s)", worker.proc.pid,
+                                worker.user, status)
+                if attempt or (lost.sent and call.method not in _SAFE_TO_REPEAT):
+                    raise WorkerError("the process serving user %s ended during the request "
+                                      "(exit status %s)" % (call.user, status))
+        raise AssertionError("unreachable")
+
+    def check_em_password(self, user, password):
+        try:
+            return self._worker(user).check_em_password(password)
+        except (Lost, WorkerError, KeyError):
+            return False
+
+    def _worker(self, user):
+        with self._lock:
+            worker = self._workers.get(user)
+            if worker is not None and worker.alive():
+                return worker
+            starting = self._starting.setdefault(user, threading.Lock())
+        with starting:
+            with self._lock:
+                worker = self._workers.get(user)
+                if worker is not None and worker.alive():
+                    return worker
+            pw = pwd.getpwnam(user)
+            if pw.pw_uid == 0:
+                raise WorkerError("refusing to start a worker for a uid 0 account")
+            worker = Worker.start(pw, self.python)
+            with self._lock:
+                self._workers[user] = worker
+                self._start_reaper()
+            return worker
+
+    def _discard(self, worker):
+        with self._lock:
+            if self._workers.get(worker.user) is worker:
+                del self._workers[worker.user]
+        threading.Thread(target=worker.close, name="worker-close", daemon=True).start()
+
+    def _start_reaper(self):
+        if self._reaper is None:
+            self._reaper = threading.Thread(target=self._reap, name="worker-reaper",
+                                            daemon=True)
+            self._reaper.start()
+
+    def _reap(self):
+        while not self._stop.wait(min(10.0, self.idle_timeout / 4)):
+            now = time.monotonic()
+            with self._lock:
+                stale = [w for w in self._workers.values() if w.proc.poll() is not None
+                         or w.retire_if_idle(now, self.idle_timeout)]
+                for w in stale:
+                    del self._workers[w.user]
+            for w in stale:
+                log.info("stopping worker pid %d of user %s (%s)", w.proc.pid, w.user,
+                         "idle" if w.proc.poll() is None else "exited %s" % w.proc.poll())
+                w.close()
+
+    def pids(self):
+        with self._lock:
+            return {u: w.proc.pid for u, w in self._workers.items()}
+
+    def close(self):
+        self._stop.set()
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for w in workers:
+            w.close()
+
+
+def worker_argv(python=None):
+    """Run this package, isolated from the caller's environment (-I), with an
+    interpreter every user may run: the service's own if it is (mod_wsgi's
+    sys.executable may be httpd itself; a root-only pyenv is not), else python3."""
+    python = python or _shared_python()
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path.insert(0, %r); from pegasus_em.switch import worker_main; "
+            "sys.exit(worker_main(sys.argv[1:]))" % top)
+    return [python, "-I", "-c", code]
+
+
+def _shared_python():
+    candidates = [sys.executable, shutil.which("python3"), "/usr/bin/python3"]
+    for path in candidates:
+        if path and os.path.basename(path).startswith("python") and _everyone_can_run(path):
+            return path
+    return sys.executable
+
+
+def _everyone_can_run(path):
+    """Executable by others, through directories others may enter."""
+    try:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(os.path.abspath(path))
+        while True:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+            if parent == "/":
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+def worker_env(pw):
+    env = {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name,
+           "SHELL": pw.pw_shell or "/bin/sh",
+           "PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
+           "LANG": os.environ.get("LANG") or "C.UTF-8"}
+    if os.environ.get("TZ"):
+        env["TZ"] = os.environ["TZ"]
+    return env
+
+
+# --------------------------------------------------------------------------- worker side
+
+def worker_main(argv):
+    """Entry point of a worker process: serve channels until the control socket closes."""
+    fd, expected_uid = int(argv[0]), int(argv[1])
+    if os.getuid() == 0 or os.geteuid() == 0 or os.getuid() != expected_uid:
+        print("pegasus-service worker: refusing to run as uid %d/%d (expected %d)"
+              % (os.getuid(), os.geteuid(), expected_uid), file=sys.stderr)
+        return 3
+    me = pwd.getpwuid(os.getuid()).pw_name
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%%(asctime)s %%(levelname)s worker[%s] %%(name)s: %%(message)s"
+                        % me)
+    ctl = socket.socket(fileno=fd)
+    app = UserApp()
+    ctl.sendall(READY)
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(ctl, 16, 8)
+        except OSError:
+            msg, fds = b"", []
+        if not msg:
+            os._exit(0)  # the listener is gone or let us go; nothing is half done
+        for channel_fd in fds:
+            channel = socket.socket(fileno=channel_fd)
+            threading.Thread(target=serve_channel, args=(channel, app, me),
+                             name="channel", daemon=True).start()
+
+
+def serve_channel(channel, app, me):
+    try:
+        while True:
+            frame = recv_frame(channel)
+            if frame is None:
+                return
+            meta, body = frame
+            if meta.get("op") == "em-password":
+                ok = app.em.accepts(pwd.getpwnam(me).pw_dir, me, body.decode("utf-8"))
+                send_frame(channel, {"ok": ok})
+                continue
+            call = Call.from_meta(meta, body)
+            if call.user != me:
+                reply = json_reply(403, {"message": "this process serves %s only" % me})
+            else:
+                reply = app.handle(call)
+            send_frame(channel, {"status": reply.status, "headers": reply.headers},
+                       reply.body)
+    except (OSError, ValueError) as e:
+        log.warning("channel closed: %s", e)
+    finally:
+        channel.close()

@@ -1,0 +1,435 @@
+"""pegasus-service pieces in-process, no root needed: the query language, the
+monitoring API over real SQLite files, admin rules, the login cache, PAM
+wrapping, framing, and the front application under wsgiref's validator."""
+
+import io
+import json
+import os
+import socket
+import sqlite3
+import wsgiref.util
+import wsgiref.validate
+
+import pytest
+
+from pegasus_em import auth, masterdb, pam, service_app, switch
+from pegasus_em.errors import BadRequest, ConfigError, EMError, NotFound, Unauthorized
+from pegasus_em.monitoring import Monitoring
+from pegasus_em.userapp import Call, Reply
+from service_fixtures import NEVER_STARTED_UUID, ROOT_UUID, SUB_UUID, make_pegasus_dbs
+
+KNOWN = {"r": {"wf_id", "dax_label", "timestamp"}, "ws": {"state", "status"}}
+
+
+# --------------------------------------------------------------------------- query language
+
+@pytest.mark.parametrize("text, sql, params", [
+    ("r.wf_id == 1", '"r"."wf_id" = ?', [1]),
+    ("r.dax_label != 'x' and ws.status is None",
+     '("r"."dax_label" != ? AND "ws"."status" IS NULL)', ["x"]),
+    ("ws.status == None or not r.wf_id > -2",
+     '("ws"."status" IS NULL OR (NOT "r"."wf_id" > ?))', [-2]),
+    ("r.wf_id in (1, 2)", '"r"."wf_id" IN (?, ?)', [1, 2]),
+    ("r.wf_id not in [3]", '"r"."wf_id" NOT IN (?)', [3]),
+    ("1 < r.wf_id <= 5", '(? < "r"."wf_id" AND "r"."wf_id" <= ?)', [1, 5]),
+    ("r.dax_label.like('dia%')", '"r"."dax_label" LIKE ? ESCAPE \'\\\'', ["dia%"]),
+    ("ws.state is not None", '"ws"."state" IS NOT NULL', []),
+])
+def test_query_language(text, sql, params):
+    assert masterdb.compile_query(text, KNOWN) == (sql, params)
+
+
+@pytest.mark.parametrize("text", [
+    "r.nope == 1", "x.wf_id == 1", "wf_id == 1", "r.wf_id", "r.wf_id == (1)(2)",
+    "__import__('os')", "r.wf_id == 1; drop", "r.wf_id in ()", "r.wf_id is 3",
+    "r.dax_label.upper() == 'X'", "r.wf_id + 1 == 2", "r.wf_id == 1 ==", "'x' * 10",
+])
+def test_invalid_queries_are_400(text):
+    with pytest.raises(BadRequest):
+        masterdb.compile_query(text, KNOWN)
+
+
+def test_order_clause():
+    assert masterdb.compile_order("-r.timestamp, r.wf_id", KNOWN) == \
+        '"r"."timestamp" DESC, "r"."wf_id" ASC'
+    for bad in ("r.bogus", "timestamp", "r.wf_id()", "r.wf_id desc"):
+        with pytest.raises(BadRequest):
+            masterdb.compile_order(bad, KNOWN)
+
+
+def test_paging_arguments():
+    p = masterdb.Paging.from_args({"start-index": "2", "max-results": "5"})
+    assert (p.start, p.limit, p.query, p.order) == (2, 5, None, None)
+    for args in ({"start-index": "x"}, {"max-results": "-1"}):
+        with pytest.raises(BadRequest):
+            masterdb.Paging.from_args(args)
+
+
+# --------------------------------------------------------------------------- monitoring API
+
+@pytest.fixture
+def home(tmp_path):
+    make_pegasus_dbs(str(tmp_path / ".pegasus"))
+    return str(tmp_path)
+
+
+def get(mon, home, rest, **args):
+    result = mon.handle(home, rest, args)
+    return result.status, (json.loads(result.text) if result.text else None)
+
+
+def test_root_workflows_with_their_latest_state(home):
+    mon = Monitoring()
+    status, body = get(mon, home, "/root")
+    assert status == 200
+    assert body["_meta"] == {"records_total": 2, "records_filtered": 2}
+    first, second = body["records"]
+    assert (first["wf_uuid"], first["workflow_state"]["state"]) == \
+        (ROOT_UUID, "WORKFLOW_TERMINATED")
+    assert first["workflow_state"]["status"] == 1
+    assert second["wf_uuid"] == NEVER_STARTED_UUID and second["workflow_state"] is None
+    assert get(mon, home, "/root/" + ROOT_UUID)[1]["wf_id"] == 1
+    assert get(mon, home, "/root/2")[1]["wf_uuid"] == NEVER_STARTED_UUID
+
+
+def test_paging_ordering_and_queries(home):
+    mon = Monitoring()
+    _, body = get(mon, home, "/root", order="-r.wf_id")
+    assert [r["wf_id"] for r in body["records"]] == [2, 1]
+    _, body = get(mon, home, "/root", **{"start-index": "1"})
+    assert [r["wf_id"] for r in body["records"]] == [2]
+    _, body = get(mon, home, "/root", **{"max-results": "1"})
+    assert [r["wf_id"] for r in body["records"]] == [1]
+    _, body = get(mon, home, "/root", query="ws.state == 'WORKFLOW_TERMINATED'")
+    assert body["_meta"] == {"records_total": 2, "records_filtered": 1}
+    _, body = get(mon, home, "/root", query="r.dax_label == 'nothing'")
+    assert body == {"records": [], "_meta": {"records_total": 2, "records_filtered": 0}}
+    _, body = get(mon, home, "/root/1/workflow/1/job", query="j.exec_job_id.like('b%')")
+    assert [j["exec_job_id"] for j in body["records"]] == ["bad_ID1", "busy_ID1"]
+    with pytest.raises(BadRequest):
+        get(mon, home, "/root", query="r.nope == 1")
+
+
+def test_stampede_resources(home):
+    mon = Monitoring()
+    w = "/root/1/workflow/"
+    _, body = get(mon, home, "/root/1/workflow")
+    assert [r["wf_uuid"] for r in body["records"]] == [ROOT_UUID, SUB_UUID]
+    assert get(mon, home, w + SUB_UUID)[1]["wf_id"] == 2
+    assert get(mon, home, w + "1/job/2")[1]["exec_job_id"] == "bad_ID1"
+    states = {s: [r["exec_job_id"] for r in get(mon, home, w + "1/job/" + s)[1]["records"]]
+              for s in ("running", "successful", "failed", "failing")}
+    assert states == {"running": ["busy_ID1", "retry_ID1"], "successful": ["ok_ID1"],
+                      "failed": ["bad_ID1"], "failing": ["retry_ID1"]}
+    failing = get(mon, home, w + "1/job/failing")[1]["records"][0]
+    assert failing["job_instance"]["job_submit_seq"] == 2
+    assert "stdout_text" not in failing["job_instance"]
+    assert len(get(mon, home, w + "1/job/4/job-instance")[1]["records"]) == 2
+    assert get(mon, home, w + "1/job/4/job-instance/5")[1]["exitcode"] is None
+    assert len(get(mon, home, w + "1/job/4/job-instance/4/state")[1]["records"]) == 1
+    assert len(get(mon, home, w + "1/job/2/job-instance/2/invocation")[1]["records"]) == 1
+    assert get(mon, home, w + "1/meta")[1]["records"] == [
+        {"wf_id": 1, "key": "project", "value": "test"}]
+    assert get(mon, home, w + "1/host/1")[1]["hostname"] == "node1"
+    assert get(mon, home, w + "1/task/3")[1]["transformation"] == "tr::busy"
+    assert get(mon, home, w + "1/job/1/task")[1]["_meta"]["records_total"] == 1
+    assert get(mon, home, w + "1/invocation/1")[1]["exitcode"] == 0
+    assert get(mon, home, w + "2/job") == (204, None)  # the sub-workflow has no jobs
+    assert get(mon, home, w + "1/task/1/meta") == (204, None)
+    for missing in (w + "1/job/99", w + "9", "/root/7", w + "1/host/5"):
+        with pytest.raises(NotFound):
+            get(mon, home, missing)
+    with pytest.raises(NotFound):
+        get(mon, home, "/nothing")
+
+
+def test_missing_databases_are_404_and_never_created(tmp_path, home):
+    mon = Monitoring()
+    with pytest.raises(NotFound) as e:
+        get(mon, str(tmp_path / "nobody"), "/root")
+    assert "workflow.db" in e.value.message
+    assert not os.path.exists(tmp_path / "nobody")
+    with pytest.raises(NotFound) as e:
+        get(mon, home, "/root/2/workflow")
+    assert "STAMPEDE" in e.value.message
+    assert not os.path.exists(tmp_path / ".pegasus" / "diamond.stampede.db.missing")
+
+
+def test_cached_answers_follow_changes(home):
+    mon = Monitoring()
+    assert get(mon, home, "/root")[1]["_meta"]["records_total"] == 2
+    with sqlite3.connect(os.path.join(home, ".pegasus", "workflow.db")) as db:
+        db.execute("INSERT INTO master_workflow (wf_id, wf_uuid, archived) VALUES (3, 'u3', 0)")
+    assert get(mon, home, "/root")[1]["_meta"]["records_total"] == 3
+    os.unlink(os.path.join(home, ".pegasus", "workflow.db"))
+    with pytest.raises(NotFound):
+        get(mon, home, "/root")
+
+
+def test_an_empty_master_db_is_204(tmp_path):
+    os.makedirs(tmp_path / ".pegasus")
+    from service_fixtures import MASTER_DDL
+    with sqlite3.connect(str(tmp_path / ".pegasus" / "workflow.db")) as db:
+        db.executescript(MASTER_DDL)
+    assert get(Monitoring(), str(tmp_path), "/root") == (204, None)
+
+
+def test_a_database_of_another_kind_is_a_clear_404(tmp_path):
+    os.makedirs(tmp_path / ".pegasus")
+    sqlite3.connect(str(tmp_path / ".pegasus" / "workflow.db")).execute("CREATE TABLE x (y)")
+    with pytest.raises(NotFound) as e:
+        get(Monitoring(), str(tmp_path), "/root")
+    assert "master_workflow" in e.value.message
+
+
+# --------------------------------------------------------------------------- auth
+
+@pytest.mark.parametrize("setting, alice, bob", [
+    (None, False, False), (False, False, False), ("", False, False), ("*", True, True),
+    ({"alice"}, True, False), (["alice", "carol"], True, False), ("alice, carol", True, False),
+    (frozenset(), False, False), (("bob",), False, True),
+])
+def test_admin_users_table(setting, alice, bob):
+    admins = auth.AdminUsers(setting)
+    assert ("alice" in admins, "bob" in admins) == (alice, bob)
+
+
+def test_admin_users_true_is_refused():
+    with pytest.raises(ConfigError):
+        auth.AdminUsers(True)
+    with pytest.raises(ConfigError):
+        auth.AdminUsers([1, 2])
+
+
+def test_login_cache_expires_and_keeps_no_password():
+    now = [100.0]
+    cache = auth.LoginCache(ttl=60, clock=lambda: now[0])
+    cache.put("alice", "secret")
+    assert cache.get("alice", "secret")
+    assert not cache.get("alice", "other") and not cache.get("bob", "secret")
+    assert b"secret" not in repr(cache._entries).encode()
+    now[0] += 61
+    assert not cache.get("alice", "secret")
+
+
+class FakePam:
+    def __init__(self, good):
+        self.good = good
+        self.calls = []
+
+    def authenticate(self, user, password, rhost=None):
+        self.calls.append(user)
+        return (user, password) in self.good
+
+
+def basic(user, password):
+    import base64
+    return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+
+
+def test_pam_authentication_caches_and_slows_failures():
+    user = _some_user()
+    fake = FakePam({(user, "right")})
+    slept = []
+    a = auth.PamAuthentication(fake, sleep=slept.append, fail_delay=0.7)
+    assert a.authenticate(basic(user, "right")) == user
+    assert a.authenticate(basic(user, "right")) == user
+    assert fake.calls == [user]                      # the second came from the cache
+    with pytest.raises(Unauthorized):
+        a.authenticate(basic(user, "wrong"))
+    assert slept == [0.7]
+    with pytest.raises(Unauthorized):
+        a.authenticate(basic("root", "anything"))   # never asked of PAM
+    with pytest.raises(Unauthorized):
+        a.authenticate(None)
+    with pytest.raises(BadRequest):
+        a.authenticate("Basic !!!")
+    assert fake.calls == [user, user]
+
+
+def test_pam_authentication_falls_back_to_the_em_password():
+    user = _some_user()
+    a = auth.PamAuthentication(FakePam(set()), sleep=lambda s: None,
+                               fallback=lambda u, p: (u, p) == (user, "em-token"))
+    assert a.authenticate(basic(user, "em-token")) == user
+    with pytest.raises(Unauthorized):
+        a.authenticate(basic(user, "nope"))
+
+
+def _some_user():
+    import pwd
+    for entry in pwd.getpwall():
+        if entry.pw_uid != 0:
+            return entry.pw_name
+    pytest.skip("no non-root account in the password database")
+
+
+def test_missing_libpam_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(pam, "LIBRARY_NAMES", ("libpam-does-not-exist.so.9",))
+    monkeypatch.setattr(pam.ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(ConfigError) as e:
+        pam.load()
+    assert "libpam" in e.value.message and "NoAuthentication" in e.value.message
+
+
+def test_real_pam_rejects_a_wrong_password():
+    try:
+        lib = pam.load()
+    except ConfigError as e:
+        pytest.skip(e.message)
+    assert lib.authenticate("nobody-such-user-x", "x") is False
+    assert lib.authenticate(_some_user(), "surely-not-the-password") is False
+
+
+# --------------------------------------------------------------------------- framing
+
+def test_frames_round_trip_and_refuse_giants():
+    a, b = socket.socketpair()
+    with a, b:
+        switch.send_frame(a, {"status": 200, "x": "é"}, b"body" * 30000)
+        assert switch.recv_frame(b) == ({"status": 200, "x": "é"}, b"body" * 30000)
+        switch.send_frame(a, {"k": 1})
+        assert switch.recv_frame(b) == ({"k": 1}, b"")
+        a.sendall(switch.HEADER.pack(switch.MAX_META + 1, 0))
+        with pytest.raises(ValueError):
+            switch.recv_frame(b)
+        a.close()
+        assert switch.recv_frame(b) is None
+
+
+def test_call_meta_cannot_carry_internal_operations():
+    call = Call("GET", "/u/x/", user="x", remote_user="x")
+    assert "op" not in call.meta()
+    assert Call.from_meta(call.meta(), b"").meta() == call.meta()
+
+
+# --------------------------------------------------------------------------- front app
+
+class FakeBackend:
+    def __init__(self):
+        self.calls = []
+
+    def handle(self, call):
+        self.calls.append(call)
+        return Reply(200, [("Content-Type", "application/json")],
+                     json.dumps({"user": call.user, "path": call.path}).encode())
+
+
+class FakeAuth:
+    realm = "Pegasus Service"
+
+    def __init__(self, users):
+        self.users = users
+
+    def authenticate(self, header, remote_addr=None):
+        if header is None:
+            raise Unauthorized("Authentication required")
+        if header not in self.users:
+            raise Unauthorized("Invalid username or password")
+        return self.users[header]
+
+
+@pytest.fixture
+def front():
+    import pwd
+    others = [e.pw_name for e in pwd.getpwall() if e.pw_uid != 0][:2]
+    if len(others) < 2:
+        pytest.skip("needs two non-root accounts in the password database")
+    alice, bob = others
+    backend = FakeBackend()
+    app = service_app.ServiceApp(FakeAuth({"A": alice, "B": bob, "R": "root"}),
+                                 auth.AdminUsers({bob}), backend, prefix="/pfx/",
+                                 service_user=alice)
+    return app, backend, alice, bob
+
+
+def call_app(app, path, auth_header=None, method="GET", body=b"", extra=None, query="",
+             validate=True):
+    env = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path,
+           "QUERY_STRING": query,
+           "SERVER_NAME": "svc.example", "SERVER_PORT": "5000", "HTTP_HOST": "svc.example:5000",
+           "wsgi.url_scheme": "https", "wsgi.input": io.BytesIO(body),
+           "CONTENT_LENGTH": str(len(body)) if body else ""}
+    if auth_header:
+        env["HTTP_AUTHORIZATION"] = auth_header
+    env.update(extra or {})
+    wsgiref.util.setup_testing_defaults(env)
+    out = {}
+
+    def start_response(status, headers, exc_info=None):
+        out["status"] = int(status.split()[0])
+        out["headers"] = dict(headers)
+        return lambda data: None
+
+    chunks = (wsgiref.validate.validator(app) if validate else app)(env, start_response)
+    data = b"".join(chunks)
+    if hasattr(chunks, "close"):
+        chunks.close()
+    body = json.loads(data) if data and out["headers"].get("Content-Type", "").startswith(
+        "application/json") else data
+    return out["status"], out["headers"], body
+
+
+def test_front_routes_and_rules(front):
+    app, backend, alice, bob = front
+    assert call_app(app, "/api/v1/user/%s/root" % alice, "A")[0] == 404  # outside the prefix
+    status, _, body = call_app(app, "/pfx/api/v1/user/%s/root" % alice, "A")
+    assert status == 200 and body == {"user": alice, "path": "/api/v1/user/%s/root" % alice}
+    call = backend.calls[-1]
+    assert call.base == "https://svc.example:5000/pfx" and call.remote_user == alice
+    assert "authorization" not in call.headers
+    status, headers, _ = call_app(app, "/pfx/", "A")
+    assert status == 302 and headers["Location"] == "https://svc.example:5000/pfx/u/%s/" % alice
+    assert call_app(app, "/pfx/api/v1/user/%s/root" % bob, "A")[0] == 403   # not an admin
+    assert call_app(app, "/pfx/u/%s/" % alice, "B")[0] == 200               # bob is
+    assert call_app(app, "/pfx/u/nosuchuser-zz/", "B")[0] == 404
+    assert call_app(app, "/pfx/u/nosuchuser-zz/", "A")[0] == 403
+    assert call_app(app, "/pfx/u/root/", "B")[0] == 403
+    assert call_app(app, "/pfx/ensembles", "R")[0] == 401
+    assert call_app(app, "/pfx/ensembles", "A")[2]["user"] == alice
+    assert call_app(app, "/pfx/other", "A")[0] == 404
+    status, headers, _ = call_app(app, "/pfx/ensembles")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm=")
+
+
+def test_front_refuses_bad_input_before_the_backend(front):
+    app, backend, alice, _ = front
+    n = len(backend.calls)
+    for path in ("/pfx/u/%s/../x" % alice, "/pfx/u/%s/./x" % alice, "/pfx/u/a\\b/"):
+        assert call_app(app, path, "A")[0] == 400, path
+    assert call_app(app, "/pfx/ensembles", "A", "POST", b"x" * (2 << 20))[0] == 413
+    assert call_app(app, "/pfx/ensembles", "A", "POST", b"name=x",
+                    {"HTTP_TRANSFER_ENCODING": "chunked"})[0] == 411
+    assert call_app(app, "/pfx/ensembles", "A", "POST", b"", {"CONTENT_LENGTH": "-3"},
+                    validate=False)[0] == 400
+    assert len(backend.calls) == n
+
+
+def test_a_forged_host_header_does_not_reach_links(front):
+    app, backend, alice, _ = front
+    call_app(app, "/pfx/u/%s/" % alice, "A", extra={"HTTP_HOST": 'evil"><script>'})
+    assert backend.calls[-1].base == "https://svc.example:5000/pfx"
+
+
+def test_no_authentication_identity(front):
+    _, backend, alice, bob = front
+    app = service_app.ServiceApp(auth.NoAuthentication(), auth.AdminUsers(None), backend,
+                                 service_user=alice)
+    assert call_app(app, "/ensembles")[2]["user"] == alice             # the service's user
+    assert call_app(app, "/u/%s/" % bob)[2]["user"] == bob             # the URL's (Pegasus)
+    status, _, _ = call_app(app, "/u/%s/" % bob, extra={"REMOTE_USER": alice})
+    assert status == 403                                               # a front end's user
+    assert backend.calls[-1].user == bob                               # (from the call above)
+
+
+@pytest.mark.parametrize("prefix, expected", [
+    (None, ""), ("", ""), ("/", ""), ("pegasus", "/pegasus"), ("/a/b/", "/a/b")])
+def test_prefix_normalization(prefix, expected):
+    assert service_app.normalize_prefix(prefix) == expected
+
+
+def test_backend_only_user_is_403():
+    backend = service_app.Backend(local=FakeBackend(), only_user="alice")
+    with pytest.raises(EMError) as e:
+        backend.handle(Call("GET", "/u/bob/", user="bob", remote_user="bob"))
+    assert e.value.status == 403
