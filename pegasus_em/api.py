@@ -18,6 +18,7 @@ from .states import TriggerType
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
+MAX_IMPORT_BODY = 64 << 20  # POST /import carries a whole Pegasus 5.x workflow.db
 _JSON = [("Content-Type", "application/json")]
 _NAME = r"([^/]+)"
 
@@ -96,7 +97,8 @@ class App:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
         handler, args = self.route(method, path)
-        form = self.read_form(environ)
+        form = self.read_form(environ, MAX_IMPORT_BODY if path.rstrip("/") == "/import"
+                              else self.max_body)
         query = _parse_query(environ.get("QUERY_STRING", ""))
         return handler(Request(method, path, query, form, _base_url(environ), user), *args)
 
@@ -114,7 +116,7 @@ class App:
                                    sorted(allowed))
         raise NotFound("No such resource: %s" % path)
 
-    def read_form(self, environ):
+    def read_form(self, environ, max_body=None):
         if environ.get("HTTP_TRANSFER_ENCODING"):
             raise BadRequest("Chunked request bodies are not supported; send Content-Length")
         try:
@@ -123,9 +125,10 @@ class App:
             raise BadRequest("Invalid Content-Length")
         if length < 0:
             raise BadRequest("Invalid Content-Length")
-        if length > self.max_body:
+        max_body = self.max_body if max_body is None else max_body
+        if length > max_body:
             raise TooLarge("Request body too large: %d bytes (at most %d)"
-                           % (length, self.max_body))
+                           % (length, max_body))
         if length == 0:
             return {}
         body = environ["wsgi.input"].read(length)
@@ -147,6 +150,10 @@ class App:
             (r"/ensembles/%s/workflows/%s/events" % (_NAME, _NAME),
              {"GET": self.workflow_events}),
             (r"/ensembles/%s/events" % _NAME, {"GET": self.ensemble_events}),
+            (r"/ensembles/%s/workflows/%s/why" % (_NAME, _NAME), {"GET": self.why}),
+            (r"/events", {"GET": self.all_events}),
+            (r"/metrics", {"GET": self.metrics}),
+            (r"/import", {"POST": self.import_pegasus}),
             (r"/ensembles/%s/triggers" % _NAME, {"GET": self.list_triggers}),
             (r"/ensembles/%s/triggers/cron" % _NAME, {"POST": self.create_cron_trigger}),
             (r"/ensembles/%s/triggers/file_pattern" % _NAME,
@@ -158,30 +165,42 @@ class App:
         return [(re.compile(p + r"/?\Z"), m) for p, m in table]
 
     def list_ensembles(self, req):
-        return json_response([wire.ensemble(e, req.base) for e in self.ops.list_ensembles()])
+        ensembles = self.ops.list_ensembles()
+        if _flag(req.query.get("detail")):  # ours: throttles, auto-hold and counts too
+            counts = self.ops.ensemble_counts()
+            return json_response([wire.ensemble_detail(e, req.base, counts.get(e.id, {}))
+                                  for e in ensembles])
+        return json_response([wire.ensemble(e, req.base) for e in ensembles])
 
     def create_ensemble(self, req):
         f = req.form
         e = self.ops.create_ensemble(f.get("name"), f.get("max_planning", 1),
-                                     f.get("max_running", 1))
+                                     f.get("max_running", 1), f.get("max_failures"))
         return created(wire.ensemble_url(req.base, e.name))
 
+    def _ensemble(self, req, e):
+        counts = self.ops.ensemble_counts(e.name).get(e.id, {})
+        return json_response(wire.ensemble_detail(e, req.base, counts))
+
     def get_ensemble(self, req, name):
-        return json_response(wire.ensemble(self.ops.get_ensemble(name), req.base))
+        return self._ensemble(req, self.ops.get_ensemble(name))
 
     def update_ensemble(self, req, name):
         f = req.form
         e = self.ops.update_ensemble(name, f.get("state"), f.get("max_planning"),
-                                     f.get("max_running"))
-        return json_response(wire.ensemble(e, req.base))
+                                     f.get("max_running"), f.get("max_failures"))
+        return self._ensemble(req, e)
 
     def list_workflows(self, req, ensemble):
-        text = self.ops.list_workflows_json(ensemble, wire.WORKFLOW_LIST_FIELDS,
+        fields = wire.WORKFLOW_LIST_FIELDS
+        if _flag(req.query.get("detail")):  # ours: reason, run-after, time in the state
+            fields = fields + wire.WORKFLOW_DETAIL_FIELDS
+        text = self.ops.list_workflows_json(ensemble, fields,
                                             wire.workflow_list_prefix(req.base, ensemble))
         if text is not None:
             return Response(200, text.encode("utf-8"), _JSON)
         rows = self.ops.list_workflow_rows(ensemble)
-        return json_response(wire.workflow_rows(rows, req.base))
+        return json_response(wire.workflow_rows(rows, req.base, _flag(req.query.get("detail"))))
 
     def submit(self, req, ensemble):
         f = req.form
@@ -192,11 +211,12 @@ class App:
         if f.get("plan_command") in (None, ""):
             raise BadRequest("Specify 'plan_command' that should be executed to plan workflow")
         w = self.ops.submit(ensemble, f["name"], f["basedir"], f["plan_command"],
-                            f.get("priority", 0))
+                            f.get("priority", 0), f.get("after"), f.get("run_after"))
         return created(wire.workflow_url(req.base, w.ensemble, w.name))
 
     def _workflow(self, req, w):
-        return json_response(wire.workflow(w, req.base, self.ops.log_path(w.ensemble, w.name)))
+        return json_response(wire.workflow(w, req.base, self.ops.log_path(w.ensemble, w.name),
+                                           self.ops.dependencies(w)))
 
     def get_workflow(self, req, ensemble, workflow):
         return self._workflow(req, self.ops.get_workflow(ensemble, workflow))
@@ -211,9 +231,29 @@ class App:
         return Response(200, text.encode("utf-8"), [("Content-Type", "text/plain; charset=utf-8")])
 
     def _events(self, req, ensemble, workflow=None):
-        rows = self.ops.history(ensemble, workflow, req.query.get("after", 0),
-                                req.query.get("limit", 100))
+        q = req.query
+        rows = self.ops.history(ensemble, workflow, q.get("after", 0), q.get("limit", 100),
+                                q.get("before"))
         return json_response([wire.event(r) for r in rows])
+
+    def all_events(self, req):
+        return self._events(req, None)
+
+    def why(self, req, ensemble, workflow):
+        return json_response(self.ops.why(ensemble, workflow))
+
+    def metrics(self, req):
+        return Response(200, self.ops.metrics().encode("utf-8"),
+                        [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
+
+    def import_pegasus(self, req):
+        f = req.form
+        rows = {"source": f.get("source"), "ensembles": f.get("ensembles"),
+                "workflows": f.get("workflows"), "triggers": f.get("triggers")}
+        for key in ("ensembles", "workflows", "triggers"):
+            if rows[key] is not None and not isinstance(rows[key], list):
+                raise BadRequest("'%s' must be a JSON list of rows" % key)
+        return json_response(self.ops.import_pegasus(rows))
 
     def workflow_events(self, req, ensemble, workflow):
         return self._events(req, ensemble, workflow)
@@ -230,7 +270,7 @@ class App:
         return json_response(wire.trigger(t, req.base, names, count))
 
     def delete_trigger(self, req, ensemble, name):
-        purge = req.query.get("purge", "").lower() in ("1", "true", "yes")
+        purge = _flag(req.query.get("purge"))
         return json_response(wire.message(self.ops.stop_trigger(ensemble, name, purge)), 202)
 
     def create_cron_trigger(self, req, ensemble):
@@ -284,6 +324,10 @@ def parse_body(body, content_type):
     for key, value in pairs:
         form.setdefault(key, value)  # first value wins, as in Flask's form.get
     return form
+
+
+def _flag(value):
+    return str(value or "").lower() in ("1", "true", "yes")
 
 
 def _parse_query(text):

@@ -7,6 +7,7 @@ request and hands the reply to `fmt`.  Transport lives in `client`, layouts in
 """
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import shlex
 import sys
 import urllib.parse
 
-from . import __version__, client, config, fmt
+from . import __version__, client, config, fmt, legacy, watch
 from .errors import ClientError, EMError
 
 # `<int> <s|m|h|d>`, as 5.x validates trigger intervals and timeouts.
@@ -39,6 +40,7 @@ def build_parser():
     _add_ensemble_verbs(subs)
     _add_workflow_verbs(subs)
     _add_trigger_verbs(subs)
+    _add_beyond_verbs(subs)
     return parser
 
 
@@ -92,18 +94,26 @@ def _add_limits(p, default):
                    help="maximum number of workflows running at once")
 
 
+def _add_max_failures(p):
+    p.add_argument("--max-failures", type=int, metavar="N",
+                   help="hold the ensemble after N failed workflows in a row (0: never)")
+
+
 def _add_ensemble_verbs(subs):
     _verb(subs, "ensembles", cmd_ensembles, "list ensembles", ["e"], json_out=True)
-    _add_limits(_verb(subs, "create", cmd_create, "create an ensemble", ["c"],
-                      target="ensemble"), 1)
+    p = _verb(subs, "create", cmd_create, "create an ensemble", ["c"], target="ensemble")
+    _add_limits(p, 1)
+    _add_max_failures(p)
     _verb(subs, "pause", cmd_pause, "pause an active ensemble", target="ensemble",
           json_out=True)
     _verb(subs, "activate", cmd_activate, "activate a paused or held ensemble",
           target="ensemble", json_out=True)
     _verb(subs, "hold", cmd_hold, "hold an ensemble: plan nothing, run nothing new",
           target="ensemble", json_out=True)
-    _add_limits(_verb(subs, "config", cmd_config, "change an ensemble's limits",
-                      target="ensemble", json_out=True, check=_check_config), None)
+    p = _verb(subs, "config", cmd_config, "change an ensemble's limits",
+              target="ensemble", json_out=True, check=_check_config)
+    _add_limits(p, None)
+    _add_max_failures(p)
     p = _verb(subs, "workflows", cmd_workflows, "list the workflows of an ensemble", ["w"],
               target="ensemble", json_out=True)
     p.add_argument("-l", "--long", action="store_true", help="show detailed output")
@@ -114,6 +124,12 @@ def _add_workflow_verbs(subs):
               target="workflow", check=_check_submit)
     p.add_argument("-p", "--priority", default="0", metavar="N",
                    help="workflow priority (default 0; higher is planned first)")
+    p.add_argument("--after", metavar="E.W[,E.W...]",
+                   help="plan it only once these workflows are SUCCESSFUL "
+                        "(a name without a dot is in the same ensemble)")
+    p.add_argument("--run-after", metavar="TIME",
+                   help="do not plan it before TIME: a duration from now (2h, 30m, 1h30m) "
+                        "or an ISO-8601 time (2030-01-31T18:00)")
     # Everything after ENSEMBLE.WORKFLOW belongs to the planning command, options too.
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="plan_command [arg ...]",
                    help="the command that plans the workflow, and its arguments")
@@ -168,6 +184,33 @@ def _add_trigger_verbs(subs):
                    help="also forget the trigger and its history")
 
 
+def _add_beyond_verbs(subs):
+    p = _verb(subs, "history", cmd_history, "show every state change of an ensemble or a "
+              "workflow, with its time and reason", json_out=True, check=_check_history)
+    p.add_argument("name", metavar="ENSEMBLE[.WORKFLOW]")
+    p.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="events per page (default 100, at most 1000)")
+    page = p.add_mutually_exclusive_group()
+    page.add_argument("--after", type=int, metavar="ID",
+                      help="the events after event ID, oldest first (default: the newest)")
+    page.add_argument("--before", type=int, metavar="ID",
+                      help="the newest events before event ID")
+    page.add_argument("--all", action="store_true", help="every event, oldest first")
+    _verb(subs, "why", cmd_why, "explain why a workflow is where it is", target="workflow",
+          json_out=True)
+    p = _verb(subs, "watch", cmd_watch, "watch ensembles and workflows change, live",
+              check=_check_watch)
+    p.add_argument("ensemble", nargs="?", metavar="ENSEMBLE",
+                   help="also show the workflows of this ensemble")
+    p.add_argument("-n", "--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="time between refreshes (default 2)")
+    p.add_argument("--once", action="store_true", help="print the tables once and exit")
+    p = _verb(subs, "import", cmd_import, "take over the ensembles of a Pegasus 5.x "
+              "ensemble manager", json_out=True)
+    p.add_argument("--db", metavar="PATH",
+                   help="the Pegasus database to read (default ~/.pegasus/workflow.db)")
+
+
 # --------------------------------------------------------------------------- checks
 
 def parse_args(argv=None):
@@ -211,8 +254,8 @@ def split_ew(name):
 
 
 def _check_config(args):
-    if args.max_planning is None and args.max_running is None:
-        raise UsageError("Specify --max-planning or --max-running")
+    if args.max_planning is None and args.max_running is None and args.max_failures is None:
+        raise UsageError("Specify --max-planning, --max-running or --max-failures")
 
 
 def _check_submit(args):
@@ -222,6 +265,26 @@ def _check_submit(args):
     if exe is None:
         raise UsageError("invalid planning command: %s" % args.command[0])
     args.plan_command = quote_command([exe] + args.command[1:])
+    if args.run_after is not None:
+        args.run_after = run_after(args.run_after)
+
+
+def run_after(value):
+    """An ISO-8601 time becomes epoch seconds here, in this client's time zone;
+    a duration goes as typed (the server adds it to its clock)."""
+    text = value.strip()
+    if re.fullmatch(r"\+?(\d+ *[smhd] *)+", text, re.IGNORECASE):
+        return text
+    try:
+        return "%.3f" % float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
+    except ValueError:
+        raise UsageError("invalid --run-after: %s (a duration like 2h or 30m, or an "
+                         "ISO-8601 time like 2030-01-31T18:00)" % value)
+    return "%.3f" % when.timestamp()
 
 
 def pathfind(command):
@@ -337,8 +400,11 @@ def cmd_ensembles(api, args):
 
 
 def cmd_create(api, args):
-    api.post_form("/ensembles", {"name": args.ensemble, "max_planning": args.max_planning,
-                                 "max_running": args.max_running})
+    fields = {"name": args.ensemble, "max_planning": args.max_planning,
+              "max_running": args.max_running}
+    if args.max_failures is not None:
+        fields["max_failures"] = args.max_failures
+    api.post_form("/ensembles", fields)
 
 
 def _set_ensemble_state(api, args, state):
@@ -359,8 +425,10 @@ def cmd_hold(api, args):
 
 def cmd_config(api, args):
     fields = {k: v for k, v in (("max_planning", args.max_planning),
-                                ("max_running", args.max_running)) if v is not None}
-    _show(args, api.post_form(_path("ensembles", args.ensemble), fields), fmt.limits)
+                                ("max_running", args.max_running),
+                                ("max_failures", args.max_failures)) if v is not None}
+    _show(args, api.post_form(_path("ensembles", args.ensemble), fields),
+          lambda r: fmt.limits(r, failures=args.max_failures is not None))
 
 
 def cmd_workflows(api, args):
@@ -369,9 +437,12 @@ def cmd_workflows(api, args):
 
 
 def cmd_submit(api, args):
-    api.post_form(_path("ensembles", args.ensemble, "workflows"), {
-        "name": args.workflow, "priority": args.priority, "basedir": os.getcwd(),
-        "plan_command": args.plan_command})
+    fields = {"name": args.workflow, "priority": args.priority, "basedir": os.getcwd(),
+              "plan_command": args.plan_command}
+    for key in ("after", "run_after"):  # ours: only sent when given, as 5.x never does
+        if getattr(args, key) is not None:
+            fields[key] = getattr(args, key)
+    api.post_form(_path("ensembles", args.ensemble, "workflows"), fields)
 
 
 def _workflow_path(args, *rest):
@@ -437,3 +508,66 @@ def cmd_stop_trigger(api, args):
     path = _path("ensembles", args.ensemble, "triggers", args.trigger)
     reply = api.delete(path + ("?purge=1" if args.purge else ""))
     _show(args, reply, lambda r: fmt.text((r or {}).get("message")))
+
+
+# --------------------------------------------------------------------------- beyond 5.x
+
+MAX_PAGE = 1000
+LAST_ID = 2 ** 31 - 1
+
+
+def _check_history(args):
+    args.parts = args.name.split(".")
+    if len(args.parts) > 2 or not all(args.parts):
+        raise UsageError("Invalid ENSEMBLE[.WORKFLOW]: %s" % args.name)
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+
+
+def _check_watch(args):
+    if not args.interval > 0:
+        raise UsageError("--interval must be greater than 0")
+
+
+def cmd_history(api, args):
+    parts = args.parts
+    path = _path(*(["ensembles", parts[0]] + (["workflows", parts[1]] if len(parts) == 2
+                                              else []) + ["events"]))
+    limit = max(1, min(args.limit, MAX_PAGE))
+    if args.all:
+        rows = _all_events(api, path)
+    elif args.after is not None:
+        rows = api.get_json("%s?after=%d&limit=%d" % (path, args.after, limit)) or []
+    else:
+        rows = api.get_json("%s?before=%d&limit=%d" % (
+            path, args.before if args.before is not None else LAST_ID, limit)) or []
+    _show(args, rows, lambda r: fmt.history(r, with_workflow=len(parts) == 1))
+    if not args.all and len(rows) == limit:
+        hint = ("--after %d" % rows[-1]["id"]) if args.after is not None else (
+            "--before %d" % rows[0]["id"])
+        print("(more: pegasus-em history %s %s)" % (args.name, hint), file=sys.stderr)
+
+
+def _all_events(api, path):
+    rows, after = [], 0
+    while True:
+        page = api.get_json("%s?after=%d&limit=%d" % (path, after, MAX_PAGE)) or []
+        rows.extend(page)
+        if len(page) < MAX_PAGE:
+            return rows
+        after = page[-1]["id"]
+
+
+def cmd_why(api, args):
+    _show(args, api.get_json(_workflow_path(args, "why")), fmt.why)
+
+
+def cmd_watch(api, args):
+    return watch.run(api, args.ensemble, args.interval, args.once)
+
+
+def cmd_import(api, args):
+    path = args.db or os.path.join(config.pegasus_dir(), "workflow.db")
+    rows = legacy.read(path)
+    body = json.dumps(rows).encode("utf-8")
+    _show(args, api.post_json("/import", body), fmt.import_report)

@@ -53,13 +53,13 @@ class Client:
         }
         self._opener = _opener(self.url, cafile)
 
-    def request(self, method, path, fields=None):
+    def request(self, method, path, fields=None, body=None):
         """Send one request; return (status, headers, body bytes) for any HTTP status.
 
         `fields` is form-encoded: as the body for POST/PUT, as the query string
         otherwise.  Raises `Unreachable` when no HTTP answer arrives.
         """
-        req = self._build(method, path, fields)
+        req = self._build(method, path, fields, body)
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
                 return resp.status, resp.headers, resp.read()
@@ -85,18 +85,25 @@ class Client:
     def delete(self, path):
         return _json(self.call("DELETE", path))
 
-    def call(self, method, path, fields=None):
+    def post_json(self, path, body):
+        """POST a JSON document (bytes); -> the JSON reply."""
+        return _json(self.call("POST", path, body=body))
+
+    def call(self, method, path, fields=None, body=None):
         """Like `request`, but return only the body and raise `ReplyError` on non-2xx."""
-        status, _headers, body = self.request(method, path, fields)
+        status, _headers, body = self.request(method, path, fields, body)
         if not 200 <= status < 300:
             raise ReplyError(error_message(status, body), status)
         return body
 
-    def _build(self, method, path, fields):
+    def _build(self, method, path, fields, body=None):
         data = None
         url = self.url + path
         headers = dict(self._headers)
-        if fields is not None:
+        if body is not None:  # a JSON document
+            data = body
+            headers["Content-Type"] = "application/json"
+        elif fields is not None:
             encoded = urllib.parse.urlencode(fields)
             if method in ("POST", "PUT"):
                 data = encoded.encode("ascii")

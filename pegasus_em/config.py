@@ -60,6 +60,18 @@ SETTINGS = (
     _setting("PEGASUS_HOME", None, "Pegasus installation whose bin/ holds pegasus-plan", *_OPT_STR),
     _setting("CONDOR_HOME", None, "HTCondor installation whose bin/ holds condor_submit_dag",
              *_OPT_STR),
+    _setting("MAX_PLANNING_TOTAL", None, "most workflows planning at once across all "
+             "ensembles (None: only each ensemble's max_planning)", *_OPT_INT),
+    _setting("MAX_RUNNING_TOTAL", None, "most workflows running at once across all "
+             "ensembles (None: only each ensemble's max_running)", *_OPT_INT),
+    _setting("NOTIFY_EMAIL", None, "address (or list) to e-mail when a workflow ends, an "
+             "ensemble is auto-held or a trigger fails", str, list, tuple, type(None)),
+    _setting("NOTIFY_WEBHOOK", None, "URL (or list) to POST a JSON event to on the same "
+             "occasions", str, list, tuple, type(None)),
+    _setting("SMTP_HOST", "localhost", "mail server for NOTIFY_EMAIL", str),
+    _setting("SMTP_PORT", 25, "its port", int),
+    _setting("NOTIFY_FROM", None, "sender of notification e-mails (default user@host)",
+             *_OPT_STR),
 )
 
 DEFAULTS = {s.name: s.default for s in SETTINGS}

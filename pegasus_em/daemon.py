@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from . import __version__, config, runner
+from . import __version__, config, notify, runner, store
 from .api import App
 from .auth import BasicAuth
 from .db import SchemaTooNew, open_database
@@ -62,13 +62,14 @@ def serve(host=None, port=None, debug=False):
 
 
 class Daemon:
-    def __init__(self, paths, cfg, db, server, lock_fd, manager, triggers):
+    def __init__(self, paths, cfg, db, server, lock_fd, manager, triggers, notifier):
         self.paths = paths
         self.config = cfg
         self.db = db
         self.server = server
         self.manager = manager
         self.triggers = triggers
+        self.notifier = notifier
         self._lock_fd = lock_fd
         self._thread = None
 
@@ -90,18 +91,29 @@ class Daemon:
         if cfg["TRIGGER_MAX_FAILURES"] < 1:
             raise ConfigError("TRIGGER_MAX_FAILURES must be at least 1, not %d"
                               % cfg["TRIGGER_MAX_FAILURES"])
+        for key in ("MAX_PLANNING_TOTAL", "MAX_RUNNING_TOTAL"):
+            if cfg[key] is not None and cfg[key] < 1:
+                raise ConfigError("%s must be at least 1 (or None), not %d" % (key, cfg[key]))
+        limits = (cfg["MAX_PLANNING_TOTAL"], cfg["MAX_RUNNING_TOTAL"])
         lock_fd = acquire_lock(paths.lock)
         try:
             db = open_database(paths.db)
         except SchemaTooNew as e:
             raise ConfigError(str(e))
         env = child_environment(cfg)
+        with db.write() as conn:  # notifications are queued in the store for these
+            store.set_notify_targets(conn, notify.targets(cfg))
+        notifier = notify.Notifier(db, cfg["SMTP_HOST"], cfg["SMTP_PORT"], cfg["NOTIFY_FROM"])
         manager = Manager(db, paths.ensembles, Settings(
-            interval=cfg["EM_INTERVAL"], plan_timeout=cfg["EM_PLAN_TIMEOUT"], env=env))
-        ops = Ops(db, paths.ensembles, analyzer=lambda submitdir: analyze(submitdir, env))
+            interval=cfg["EM_INTERVAL"], plan_timeout=cfg["EM_PLAN_TIMEOUT"], env=env,
+            max_planning_total=limits[0], max_running_total=limits[1]))
+        manager.notify_wake = notifier.wake
+        ops = Ops(db, paths.ensembles, analyzer=lambda submitdir: analyze(submitdir, env),
+                  limits=limits)
         triggers = Triggers(ops, engine_wake=manager.wake,
                             max_failures=cfg["TRIGGER_MAX_FAILURES"], env=env)
-        ops.wake = wake_all(manager.wake, triggers.wake)
+        triggers.notify_wake = notifier.wake
+        ops.wake = wake_all(manager.wake, triggers.wake, notifier.wake)
         app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"]).authenticate)
         host = host or "127.0.0.1"
         port = _port(port, cfg)
@@ -110,7 +122,7 @@ class Daemon:
         except OSError as e:
             db.close()
             raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
-        daemon = cls(paths, cfg, db, server, lock_fd, manager, triggers)
+        daemon = cls(paths, cfg, db, server, lock_fd, manager, triggers, notifier)
         daemon._run()
         return daemon
 
@@ -126,6 +138,7 @@ class Daemon:
         self._thread.start()
         self.manager.start()
         self.triggers.start()
+        self.notifier.start()
         write_endpoint(self.paths.endpoint, self.server.url)
         log.info("pegasus-em %s serving %s (pid %d)", __version__, self.server.url, os.getpid())
 
@@ -135,6 +148,7 @@ class Daemon:
         self.server.server_close()
         self.triggers.stop()
         self.manager.stop()  # planners and DAGMans go on; a restart picks them up
+        self.notifier.stop()  # what is not sent yet stays queued in the store
         self.db.close()
         try:
             os.unlink(self.paths.endpoint)

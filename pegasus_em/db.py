@@ -121,6 +121,62 @@ SCHEMA = [
     CREATE INDEX trigger_files_open ON trigger_files (trigger_id) WHERE state != 'done';
     CREATE INDEX trigger_files_path ON trigger_files (path, trigger_id)
     """,
+    # version 4: beyond Pegasus: dependencies, run-after, auto-hold, latency
+    # histograms and the notification outbox
+    """
+    ALTER TABLE ensembles ADD COLUMN max_failures INTEGER NOT NULL DEFAULT 0;  -- 0: no auto-hold
+    ALTER TABLE ensembles ADD COLUMN failure_streak INTEGER NOT NULL DEFAULT 0;  -- failed in a row
+    ALTER TABLE workflows ADD COLUMN state_since REAL;      -- when it entered its state
+    UPDATE workflows SET state_since = updated;
+    ALTER TABLE workflows ADD COLUMN run_after REAL;        -- not planned before (epoch)
+    ALTER TABLE workflows ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;      -- 1 until run_after
+    ALTER TABLE workflows ADD COLUMN deps_pending INTEGER NOT NULL DEFAULT 0;  -- not yet SUCCESSFUL
+    -- workflow_id is not planned before after_id is SUCCESSFUL (any ensemble).
+    CREATE TABLE dependencies (
+        workflow_id INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+        after_id INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+        PRIMARY KEY (workflow_id, after_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX dependencies_after ON dependencies (after_id, workflow_id);
+    -- What the engine may plan: READY, no unmet dependency, no run-after time ahead.
+    CREATE INDEX workflows_eligible ON workflows (ensemble_id, priority DESC, id)
+        WHERE state = 'READY' AND deps_pending = 0 AND deferred = 0;
+    CREATE INDEX workflows_deferred ON workflows (run_after) WHERE deferred = 1;
+    -- Planned or being planned or run: counted every engine turn without the READY ones.
+    CREATE INDEX workflows_busy ON workflows (state, ensemble_id)
+        WHERE state IN ('PLANNING', 'QUEUED', 'RUNNING');
+    -- Counts per ensemble and state straight from the index (metrics, watch).
+    CREATE INDEX workflows_states ON workflows (ensemble_id, state);
+    -- Histograms of seconds spent in a state (and trigger lag): one row per bucket.
+    CREATE TABLE latency (
+        name TEXT NOT NULL,
+        le REAL NOT NULL,              -- upper bound of the bucket (not cumulative)
+        count INTEGER NOT NULL,
+        sum REAL NOT NULL,
+        PRIMARY KEY (name, le)
+    ) WITHOUT ROWID;
+    -- Where notifications go (written by the daemon from its settings at start).
+    CREATE TABLE notify_targets (
+        channel TEXT NOT NULL,         -- email | webhook
+        target TEXT NOT NULL,          -- address or URL
+        PRIMARY KEY (channel, target)
+    );
+    -- Notifications, queued in the transaction of what they report.
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,            -- workflow.ended | ensemble.held | trigger.failed
+        payload TEXT NOT NULL,         -- the JSON event
+        state TEXT NOT NULL,           -- pending -> sent | failed
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL,
+        last_error TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox (next_try) WHERE state = 'pending'
+    """,
 ]
 
 

@@ -8,11 +8,13 @@ keep working; missing values print as "" rather than "None".
 
 import json
 import shlex
+import textwrap
 import time
 
 ENSEMBLES_FMT = "%-20s %-8s %-24s %-24s %12s %12s"
 WORKFLOWS_FMT = "%-20s %-15s %-8s %-24s %-24s"
 TRIGGERS_FMT = "%-20s %-12s %-9s %-8s %-24s %5s %s"
+HISTORY_FMT = "%-7s %-24s %-24s %-26s %s"
 
 _UNITS = (("d", 86400), ("h", 3600), ("m", 60))
 
@@ -59,9 +61,53 @@ def priority(reply):
     return "Priority: %s" % text(reply.get("priority"))
 
 
-def limits(reply):
-    return "Max Planning: %s\nMax Running: %s" % (
+def limits(reply, failures=False):
+    out = "Max Planning: %s\nMax Running: %s" % (
         text(reply.get("max_planning")), text(reply.get("max_running")))
+    if failures:  # only when asked for: the 5.x layout has two lines
+        out += "\nMax Failures: %s" % text(reply.get("max_failures"))
+    return out
+
+
+def change(event):
+    """`OLD -> NEW` of an event (`-> NEW` when it created the thing)."""
+    old, new = event.get("old_state"), event.get("new_state")
+    return "%s-> %s" % (text(old) + " " if old else "", text(new))
+
+
+def history(rows, with_workflow=True):
+    """Events oldest first: ID, TIME, WORKFLOW (or trigger:T; blank for the
+    ensemble's own changes), OLD -> NEW, REASON."""
+    if not rows:
+        return ""
+    layout = HISTORY_FMT if with_workflow else HISTORY_FMT.replace("%-24s ", "", 1)
+    lines = [layout % (("ID", "TIME") + (("WORKFLOW",) if with_workflow else ())
+                       + ("CHANGE", "REASON"))]
+    for e in rows:
+        what = e.get("workflow") or (("trigger:%s" % e["trigger"]) if e.get("trigger") else "")
+        lines.append(layout % ((text(e.get("id")), when(e.get("time")))
+                               + ((what,) if with_workflow else ())
+                               + (change(e), text(e.get("reason")))))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def why(reply, width=78):
+    """The explanation as a wrapped paragraph."""
+    return textwrap.fill(text((reply or {}).get("explanation")), width=width,
+                         break_on_hyphens=False)
+
+
+def import_report(r):
+    r = r or {}
+    lines = ["Imported %d ensembles, %d workflows and %d triggers."
+             % (len(r.get("ensembles") or ()), r.get("workflows") or 0, r.get("triggers") or 0)]
+    if r.get("following"):
+        lines.append("Following (not run again): %s" % ", ".join(r["following"]))
+    if r.get("requeued"):
+        lines.append("To be planned again (no submit dir found): %s"
+                     % ", ".join(r["requeued"]))
+    lines.extend("Skipped %s" % m for m in r.get("skipped") or ())
+    return "\n".join(lines)
 
 
 def ensembles(rows):
@@ -109,6 +155,11 @@ def status(w):
              ("Submit Dir", w.get("submitdir")), ("Log", w.get("log"))]
     if w.get("reason"):  # our extension: why the workflow failed or was aborted
         pairs.append(("Reason", w["reason"]))
+    if w.get("after"):  # ours: dependencies, only when there are some
+        pairs.append(("After", ", ".join("%s (%s)" % (text(d.get("name")), text(d.get("state")))
+                                         for d in w["after"] if isinstance(d, dict))))
+    if w.get("run_after"):
+        pairs.append(("Run After", when(w["run_after"])))
     return _block(pairs)
 
 

@@ -39,12 +39,15 @@ LOG_TAIL = 65536
 
 class Settings:
     def __init__(self, interval=5.0, plan_timeout=None, pending_timeout=300.0,
-                 liveness_every=10.0, env=None):
+                 liveness_every=10.0, env=None, max_planning_total=None,
+                 max_running_total=None):
         self.interval = float(interval)          # longest wait between looks at a workflow
         self.plan_timeout = plan_timeout          # seconds, None = no limit
         self.pending_timeout = pending_timeout
         self.liveness_every = liveness_every
         self.env = env
+        # Across all ensembles (None: no cap), as MAX_PLANNING_TOTAL / MAX_RUNNING_TOTAL.
+        self.limits = (max_planning_total, max_running_total)
 
 
 class Tracked:
@@ -72,6 +75,8 @@ class Manager:
         self.clock = clock
         self.monotonic = monotonic
         self.tracked = {}
+        self.notify_wake = lambda: None   # the notification sender, woken when a workflow ends
+        self._next_deferred = None        # the earliest run-after time ahead (wall clock)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = None
         self._stop = threading.Event()
@@ -152,8 +157,21 @@ class Manager:
                 self._handle(t)
             except Exception:
                 log.exception("engine: error while handling %s.%s", row.ensemble, row.name)
+        self._release_deferred()
         self._start_new()
         return self._next_due()
+
+    def _release_deferred(self):
+        """Workflows whose run-after time has come become eligible (one index step when
+        nothing is due); remember the next such time to wake up then."""
+        now = self.now()
+        with self.db.read() as conn:
+            due = store.next_deferred(conn)
+        if due is not None and due <= now:
+            with self.db.write() as conn:
+                store.release_deferred(conn, now)
+                due = store.next_deferred(conn)
+        self._next_deferred = due
 
     def _handle(self, t):
         if t.row.state == W.PLANNING:
@@ -167,6 +185,8 @@ class Manager:
         now = self.monotonic()
         due = [t.next_look for t in self.tracked.values() if t.next_look is not None]
         wait = min(due) - now if due else self.settings.interval
+        if self._next_deferred is not None:
+            wait = min(wait, self._next_deferred - self.clock())
         return max(0.0, min(wait, self.settings.interval))
 
     # ---- planning ----------------------------------------------------------
@@ -380,18 +400,20 @@ class Manager:
     # ---- starting new work -------------------------------------------------
 
     def _start_new(self):
+        runs, plans = [], []
         with self.db.read() as conn:
-            actions = policy.select(store.ensemble_loads(conn))
-            work = [(a, store.next_in_queue(conn, a.ensemble_id,
-                                             W.QUEUED if a.kind == policy.RUN else W.READY,
-                                             a.count)) for a in actions]
-        for action, ids in work:
-            for wf_id in ids:
+            loads = store.ensemble_loads(conn)
+            for a in policy.select(loads):
+                run = a.kind == policy.RUN
+                queue = store.next_in_queue(conn, a.ensemble_id, W.QUEUED if run else W.READY,
+                                            a.count)
+                (runs if run else plans).extend((priority, wf_id) for wf_id, priority in queue)
+        plan_budget, run_budget = policy.global_budgets(loads, self.settings.limits)
+        for claim, chosen in ((self._claim_run, policy.within(runs, run_budget)),
+                              (self._claim_plan, policy.within(plans, plan_budget))):
+            for _priority, wf_id in chosen:
                 try:
-                    if action.kind == policy.RUN:
-                        self._claim_run(wf_id)
-                    else:
-                        self._claim_plan(wf_id)
+                    claim(wf_id)
                 except Exception:
                     log.exception("engine: cannot start workflow %d", wf_id)
 
@@ -401,6 +423,8 @@ class Manager:
             row = store.engine_row(conn, wf_id)
             if row is None or row.state != old or row.ensemble_state != EnsembleState.ACTIVE:
                 return None
+            if new == W.PLANNING and (row.deps_pending or row.deferred):
+                return None  # waits for a dependency or its run-after time
             if not store.change_workflow_state(conn, row, new, self.now(), reason, **fields):
                 return None
             return store.engine_row(conn, wf_id)
@@ -462,6 +486,8 @@ class Manager:
             log.info("%s.%s: %s -> %s: %s", row.ensemble, row.name, row.state, new, reason)
             if new not in (W.PLANNING, W.RUNNING):
                 _close(self.tracked.pop(row.id, None))
+            if new in W.TERMINAL:
+                self.notify_wake()
         return moved
 
     def _record(self, row, **fields):

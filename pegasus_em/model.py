@@ -4,6 +4,7 @@ Records are NamedTuples built straight from sqlite rows: listing 10,000
 workflows must stay cheap.
 """
 
+import datetime
 import re
 from typing import NamedTuple, Optional
 
@@ -23,6 +24,8 @@ class Ensemble(NamedTuple):
     max_running: int
     created: float
     updated: float
+    max_failures: int = 0       # auto-hold after this many failed workflows in a row (0: off)
+    failure_streak: int = 0     # failed workflows in a row so far
 
 
 class Workflow(NamedTuple):
@@ -39,6 +42,10 @@ class Workflow(NamedTuple):
     created: float
     updated: float
     reason: Optional[str] = None
+    run_after: Optional[float] = None   # not planned before this time
+    deferred: int = 0                   # 1 while run_after is ahead
+    deps_pending: int = 0               # dependencies not yet SUCCESSFUL
+    state_since: Optional[float] = None
 
 
 class Trigger(NamedTuple):
@@ -130,6 +137,32 @@ def duration(value, field):
     return seconds
 
 
+_SPAN = re.compile(r"\A\+?((?:\d+ *[smhd] *)+)\Z", re.IGNORECASE)
+_SPAN_PART = re.compile(r"(\d+) *([smhd])", re.IGNORECASE)
+
+
+def run_after(value, now):
+    """Epoch seconds from a duration from now (`2h`, `30m`, `1h30m`), an ISO-8601
+    date or time (local time unless it names a zone), or epoch seconds."""
+    text_ = str(value).strip()
+    span = _SPAN.match(text_)
+    if span:
+        seconds = sum(int(n) * _UNIT_SECONDS[u.lower()] for n, u in _SPAN_PART.findall(text_))
+        return timestamp(now + seconds)
+    try:
+        number = float(text_)
+    except ValueError:
+        number = None
+    if number is not None and number == number and abs(number) < 1e11:
+        return timestamp(number)
+    try:
+        when = datetime.datetime.fromisoformat(re.sub(r"[zZ]\Z", "+00:00", text_))
+    except ValueError:
+        raise BadRequest("Invalid run_after: %r (a duration like 2h or 30m, an ISO-8601 "
+                         "time like 2030-01-31T18:00, or epoch seconds)" % value)
+    return timestamp(when.timestamp())
+
+
 def text(value, field, limit=4096, required=True):
     if value is None or (required and str(value).strip() == ""):
         raise BadRequest("Specify '%s'" % field)
@@ -165,10 +198,14 @@ class EngineRow(NamedTuple):
     baseline_id: Optional[str]
     dagman_held: int
     ensemble_state: str
+    deps_pending: int = 0
+    deferred: int = 0
+    state_since: Optional[float] = None
 
 
 class EnsembleLoad(NamedTuple):
-    """An ensemble's throttles and how many of its workflows are in each busy state."""
+    """An ensemble's throttles and how many of its workflows are in each busy state
+    (`ready`: those the engine may plan: no unmet dependency, no run-after ahead)."""
     id: int
     state: str
     max_planning: int

@@ -8,7 +8,7 @@ called so a freed or new slot is used at once.
 import os
 import time
 
-from . import model, states, store
+from . import explain, importer, metrics, model, states, store
 from .errors import BadRequest, Conflict
 from .model import Workflow
 from .states import EnsembleState, TriggerState, TriggerType, WorkflowState
@@ -18,13 +18,16 @@ MAX_PLAN_COMMAND = 65536  # characters
 
 
 class Ops:
-    def __init__(self, db, ensembles_dir, wake=lambda: None, clock=time.time, analyzer=None):
+    def __init__(self, db, ensembles_dir, wake=lambda: None, clock=time.time, analyzer=None,
+                 limits=(None, None)):
         self.db = db
         self.ensembles_dir = ensembles_dir
         self.wake = wake
         self.clock = clock
         # analyzer(submitdir) -> (exit code, text): pegasus-analyzer, injected by the daemon.
         self.analyzer = analyzer
+        # (MAX_PLANNING_TOTAL, MAX_RUNNING_TOTAL) across all ensembles; None: no cap.
+        self.limits = limits
 
     def now(self):
         return model.timestamp(self.clock())
@@ -39,15 +42,26 @@ class Ops:
         with self.db.read() as conn:
             return store.get_ensemble(conn, name)
 
-    def create_ensemble(self, name, max_planning=1, max_running=1):
+    def ensemble_counts(self, name=None):
+        """ensemble id -> {state: number of workflows}, for every ensemble or the one named."""
+        with self.db.read() as conn:
+            counts = store.workflow_counts(conn)
+            if name is not None:
+                e = store.get_ensemble(conn, name)
+                return {e.id: counts.get(e.id, {})}
+            return counts
+
+    def create_ensemble(self, name, max_planning=1, max_running=1, max_failures=None):
         name = model.name(name)
         max_planning = model.throttle(max_planning, "max_planning")
         max_running = model.throttle(max_running, "max_running")
+        max_failures = _max_failures(max_failures)
         with self.db.write() as conn:
             return store.insert_ensemble(conn, name, EnsembleState.ACTIVE, max_planning,
-                                         max_running, self.now())
+                                         max_running, self.now(), max_failures or 0)
 
-    def update_ensemble(self, name, state=None, max_planning=None, max_running=None):
+    def update_ensemble(self, name, state=None, max_planning=None, max_running=None,
+                        max_failures=None):
         """Throttles and state together, all validated before anything changes."""
         if state is not None:
             state = states.parse(state, EnsembleState.ALL, "ensemble")
@@ -55,12 +69,15 @@ class Ops:
             max_planning = model.throttle(max_planning, "max_planning")
         if max_running is not None:
             max_running = model.throttle(max_running, "max_running")
+        max_failures = _max_failures(max_failures)
         now = self.now()
         with self.db.write() as conn:
             e = store.get_ensemble(conn, name)
             if max_planning is not None or max_running is not None:
                 store.update_throttles(conn, e, max_planning or e.max_planning,
                                        max_running or e.max_running, now)
+            if max_failures is not None:
+                store.set_max_failures(conn, e, max_failures, now)
             if state is not None and state != e.state:
                 states.check(states.ENSEMBLE_TRANSITIONS, "ensemble", e.name, e.state, state)
                 store.change_ensemble_state(conn, e, state, now, "requested by user")
@@ -85,16 +102,21 @@ class Ops:
         with self.db.read() as conn:
             return store.get_workflow(conn, store.get_ensemble(conn, ensemble), workflow)
 
-    def submit(self, ensemble, name, basedir, plan_command, priority=0):
+    def submit(self, ensemble, name, basedir, plan_command, priority=0, after=None,
+               run_after=None):
         with self.db.write() as conn:
-            w = self.insert_workflow(conn, ensemble, name, basedir, plan_command, priority)
+            w = self.insert_workflow(conn, ensemble, name, basedir, plan_command, priority,
+                                     after=after, run_after=run_after)
         self.wake()
         return w
 
     def insert_workflow(self, conn, ensemble, name, basedir, plan_command, priority=0,
-                        trigger_id=None, reason="submitted"):
+                        trigger_id=None, reason="submitted", after=None, run_after=None):
         """The submit use case inside the caller's transaction (a trigger records its
-        schedule and ledger in the same one); the caller wakes the engine."""
+        schedule and ledger in the same one); the caller wakes the engine.
+
+        `after`: "E.A,E.B" or a list; a name without a dot is of the same ensemble.
+        `run_after`: a duration from now, an ISO-8601 time or epoch seconds."""
         name = model.name(name, "ensemble workflow")
         basedir = model.text(basedir, "basedir", limit=4096)
         if not os.path.isabs(basedir):
@@ -102,11 +124,26 @@ class Ops:
         plan_command = model.text(plan_command, "plan_command", limit=MAX_PLAN_COMMAND)
         priority = model.integer(priority if priority not in (None, "") else 0, "priority")
         now = self.now()
+        if run_after not in (None, ""):
+            run_after = model.run_after(run_after, now)
+        else:
+            run_after = None
         e = store.get_ensemble(conn, ensemble)
+        deps = _dependencies(conn, e.name, name, after)
+        blocked = ["blocked: dependency %s.%s is %s" % d[1:] for d in deps
+                   if d[3] in _ENDED_BADLY][:1]
         wf_id = store.insert_workflow(conn, e, name, priority, basedir, plan_command,
-                                      WorkflowState.READY, now, trigger_id, reason)
+                                      WorkflowState.READY, now, trigger_id,
+                                      "; ".join([reason] + blocked), run_after=run_after,
+                                      after=[d[0] for d in deps])
+        if store.reaches(conn, [d[0] for d in deps], wf_id):
+            raise BadRequest("Dependencies of %s.%s would form a cycle" % (e.name, name))
+        if blocked:
+            conn.execute("UPDATE workflows SET reason = ? WHERE id = ?", (blocked[0], wf_id))
+        if deps or run_after is not None:
+            return store.get_workflow_by_id(conn, wf_id)
         return Workflow(wf_id, e.id, e.name, name, WorkflowState.READY, priority, basedir,
-                        plan_command, None, None, now, now, None)
+                        plan_command, None, None, now, now, None, state_since=now)
 
     def update_workflow(self, ensemble, workflow, state=None, priority=None):
         """priority and/or a user request: replan (READY), rerun (QUEUED), abort (ABORTED)."""
@@ -255,13 +292,82 @@ class Ops:
 
     # ---- history ----------------------------------------------------------
 
-    def history(self, ensemble, workflow=None, after=0, limit=100):
-        after = model.integer(after, "after", minimum=0)
-        limit = min(model.integer(limit, "limit", minimum=1), MAX_LIST)
+    def history(self, ensemble=None, workflow=None, after=0, limit=100, before=None):
+        """Events oldest first, after id `after` (or the newest `limit` before id
+        `before`); of a workflow, an ensemble, or (ensemble None) of all."""
+        after = model.integer(after or 0, "after", minimum=0)
+        limit = min(model.integer(limit or 100, "limit", minimum=1), MAX_LIST)
+        if before not in (None, ""):
+            before = model.integer(before, "before", minimum=1)
+        else:
+            before = None
         with self.db.read() as conn:
+            if ensemble is None:
+                return store.list_events(conn, None, None, after, limit, before)
             e = store.get_ensemble(conn, ensemble)
             wf_id = store.get_workflow(conn, e, workflow).id if workflow else None
-            return store.list_events(conn, e.id, wf_id, after, limit)
+            return store.list_events(conn, e.id, wf_id, after, limit, before)
+
+    # ---- beyond Pegasus ---------------------------------------------------
+
+    def dependencies(self, workflow):
+        """(ensemble, name, state) of the workflows it waits for."""
+        with self.db.read() as conn:
+            return [r[1:] for r in store.dependencies_of(conn, workflow.id)]
+
+    def why(self, ensemble, workflow):
+        """One paragraph on why the workflow is where it is, and the facts behind it."""
+        with self.db.read() as conn:
+            e = store.get_ensemble(conn, ensemble)
+            w = store.get_workflow(conn, e, workflow)
+            return explain.why(conn, e, w, self.limits, self.clock(),
+                               self.log_path(e.name, w.name))
+
+    def metrics(self):
+        """Prometheus text exposition of the store's figures."""
+        with self.db.read() as conn:
+            return metrics.render(conn, self.limits, self.clock())
+
+    def import_pegasus(self, rows):
+        """Take over the ensembles, workflows and triggers of a Pegasus 5.x workflow.db
+        (rows as read by the client); -> a report.  One transaction."""
+        with self.db.write() as conn:
+            report = importer.take_over(conn, rows, self.ensembles_dir, self.now())
+        self.wake()
+        return report
+
+
+_ENDED_BADLY = WorkflowState.FAILURES + (WorkflowState.ABORTED,)
+
+
+def _max_failures(value):
+    if value in (None, ""):
+        return None
+    return model.integer(value, "max_failures", minimum=0)
+
+
+def _dependencies(conn, ensemble, name, after):
+    """(id, ensemble, name, state) of each workflow named in `after`, or 400."""
+    if after in (None, ""):
+        return []
+    items = after if isinstance(after, (list, tuple)) else str(after).split(",")
+    found = {}
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        e_name, _, w_name = item.rpartition(".")
+        e_name = e_name or ensemble
+        model.name(e_name, "ensemble")
+        model.name(w_name, "ensemble workflow")
+        if (e_name, w_name) == (ensemble, name):
+            raise BadRequest("%s.%s cannot run after itself (a cycle)" % (ensemble, name))
+        row = store.find_workflow(conn, e_name, w_name)
+        if row is None:
+            raise BadRequest("Unknown dependency: %s.%s" % (e_name, w_name))
+        found[row[0]] = row
+    if len(found) > MAX_LIST:
+        raise BadRequest("Too many dependencies: %d (at most %d)" % (len(found), MAX_LIST))
+    return list(found.values())
 
 
 _FAILURE_LINES = {

@@ -3,17 +3,20 @@ from db.Database) and return model records; state changes are compare-and-set
 updates that also append to the events table.
 """
 
+import bisect
 import json
 import sqlite3
 
 from .errors import Conflict, NotFound
 from .model import Ensemble, EngineRow, EnsembleLoad, LedgerFile, Trigger, Workflow
-from .states import (ENSEMBLE_TRANSITIONS, TRIGGER_TRANSITIONS, WORKFLOW_TRANSITIONS, FileState,
-                     sources)
+from .states import (ENSEMBLE_TRANSITIONS, TRIGGER_TRANSITIONS, WORKFLOW_TRANSITIONS,
+                     EnsembleState, FileState, WorkflowState, sources)
 
-_ENSEMBLE_COLS = "id, name, state, max_planning, max_running, created, updated"
+_ENSEMBLE_COLS = ("id, name, state, max_planning, max_running, created, updated, max_failures,"
+                  " failure_streak")
 _WORKFLOW_COLS = ("w.id, w.ensemble_id, e.name, w.name, w.state, w.priority, w.basedir, "
-                  "w.plan_command, w.wf_uuid, w.submitdir, w.created, w.updated, w.reason")
+                  "w.plan_command, w.wf_uuid, w.submitdir, w.created, w.updated, w.reason, "
+                  "w.run_after, w.deferred, w.deps_pending, w.state_since")
 _WORKFLOW_FROM = "workflows w JOIN ensembles e ON e.id = w.ensemble_id"
 _TRIGGER_COLS = ("t.id, t.ensemble_id, e.name, t.name, t.type, t.state, t.script, t.args, "
                  "t.interval, t.timeout, t.file_patterns, t.basedir, t.created, t.updated, "
@@ -30,16 +33,32 @@ def add_event(conn, now, ensemble_id, old, new, reason=None, workflow_id=None, t
         (now, ensemble_id, workflow_id, trigger_id, old, new, reason))
 
 
-def list_events(conn, ensemble_id, workflow_id=None, after=0, limit=100):
-    sql = ("SELECT id, time, workflow_id, trigger_id, old_state, new_state, reason FROM events"
-           " WHERE ensemble_id = ? AND id > ?")
-    params = [ensemble_id, after]
+_EVENT_COLS = ("v.id, v.time, v.workflow_id, v.trigger_id, v.old_state, v.new_state, v.reason,"
+               " e.name, w.name, t.name")
+_EVENT_FROM = ("events v JOIN ensembles e ON e.id = v.ensemble_id"
+               " LEFT JOIN workflows w ON w.id = v.workflow_id"
+               " LEFT JOIN triggers t ON t.id = v.trigger_id")
+
+
+def list_events(conn, ensemble_id=None, workflow_id=None, after=0, limit=100, before=None):
+    """Events oldest first: those after id `after`, or with `before`, the newest
+    `limit` before that id; of one workflow, one ensemble, or all (ensemble_id None)."""
+    where, params = [], []
     if workflow_id is not None:
-        sql += " AND workflow_id = ?"
+        where.append("v.workflow_id = ?")
         params.append(workflow_id)
-    sql += " ORDER BY id LIMIT ?"
-    params.append(limit)
-    return conn.execute(sql, params).fetchall()
+    elif ensemble_id is not None:
+        where.append("v.ensemble_id = ?")
+        params.append(ensemble_id)
+    if before is not None:
+        where.append("v.id < ?")
+        params.append(before)
+    where.append("v.id > ?")
+    params.append(after)
+    order = "DESC" if before is not None else ""
+    rows = conn.execute("SELECT %s FROM %s WHERE %s ORDER BY v.id %s LIMIT ?" % (
+        _EVENT_COLS, _EVENT_FROM, " AND ".join(where), order), params + [limit]).fetchall()
+    return rows[::-1] if before is not None else rows
 
 
 def last_reason(conn, workflow_id):
@@ -50,15 +69,21 @@ def last_reason(conn, workflow_id):
 
 # ---- ensembles ------------------------------------------------------------
 
-def insert_ensemble(conn, name, state, max_planning, max_running, now):
+def insert_ensemble(conn, name, state, max_planning, max_running, now, max_failures=0,
+                    created=None, reason="created"):
     try:
         cur = conn.execute(
-            "INSERT INTO ensembles (name, state, max_planning, max_running, created, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?)", (name, state, max_planning, max_running, now, now))
+            "INSERT INTO ensembles (name, state, max_planning, max_running, created, updated,"
+            " max_failures) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, state, max_planning, max_running, created or now, now, max_failures))
     except sqlite3.IntegrityError:
         raise Conflict("Ensemble %s already exists" % name)
-    add_event(conn, now, cur.lastrowid, None, state, "created")
+    add_event(conn, now, cur.lastrowid, None, state, reason)
     return get_ensemble(conn, name)
+
+
+def ensemble_exists(conn, name):
+    return conn.execute("SELECT 1 FROM ensembles WHERE name = ?", (name,)).fetchone() is not None
 
 
 def get_ensemble(conn, name):
@@ -79,6 +104,11 @@ def update_throttles(conn, ensemble, max_planning, max_running, now):
                  (max_planning, max_running, now, ensemble.id))
 
 
+def set_max_failures(conn, ensemble, max_failures, now):
+    conn.execute("UPDATE ensembles SET max_failures = ?, updated = ? WHERE id = ?",
+                 (max_failures, now, ensemble.id))
+
+
 def change_ensemble_state(conn, ensemble, new, now, reason=None):
     """Compare-and-set; False when another writer changed the state first."""
     if ensemble.state not in sources(ENSEMBLE_TRANSITIONS, new):
@@ -88,6 +118,8 @@ def change_ensemble_state(conn, ensemble, new, now, reason=None):
         (new, now, ensemble.id, ensemble.state))
     if cur.rowcount != 1:
         return False
+    if new == EnsembleState.ACTIVE:  # a fresh start: failures before it no longer count
+        conn.execute("UPDATE ensembles SET failure_streak = 0 WHERE id = ?", (ensemble.id,))
     add_event(conn, now, ensemble.id, ensemble.state, new, reason)
     return True
 
@@ -95,16 +127,29 @@ def change_ensemble_state(conn, ensemble, new, now, reason=None):
 # ---- workflows ------------------------------------------------------------
 
 def insert_workflow(conn, ensemble, name, priority, basedir, plan_command, state, now,
-                    trigger_id=None, reason="submitted"):
+                    trigger_id=None, reason="submitted", run_after=None, after=(), **fields):
+    """`after`: ids of the workflows it waits for (they exist); `run_after`: epoch or None;
+    `fields`: other columns (wf_uuid, submitdir, created, ... when importing)."""
+    deferred = 1 if run_after is not None and run_after > now else 0
+    columns = dict(ensemble_id=ensemble.id, name=name, state=state, priority=priority,
+                   basedir=basedir, plan_command=plan_command, created=now, updated=now,
+                   trigger_id=trigger_id, run_after=run_after, deferred=deferred,
+                   state_since=now)
+    columns.update(fields)
     try:
-        cur = conn.execute(
-            "INSERT INTO workflows (ensemble_id, name, state, priority, basedir, plan_command,"
-            " created, updated, trigger_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (ensemble.id, name, state, priority, basedir, plan_command, now, now, trigger_id))
+        cur = conn.execute("INSERT INTO workflows (%s) VALUES (%s)" % (
+            ", ".join(columns), ", ".join("?" * len(columns))), list(columns.values()))
     except sqlite3.IntegrityError:
         raise Conflict("Ensemble workflow %s already exists in %s" % (name, ensemble.name))
-    add_event(conn, now, ensemble.id, None, state, reason, workflow_id=cur.lastrowid)
-    return cur.lastrowid
+    wf_id = cur.lastrowid
+    if after:
+        conn.executemany("INSERT OR IGNORE INTO dependencies (workflow_id, after_id) VALUES (?, ?)",
+                         [(wf_id, a) for a in after])
+        conn.execute("UPDATE workflows SET deps_pending = (SELECT count(*) FROM dependencies d"
+                     " JOIN workflows a ON a.id = d.after_id WHERE d.workflow_id = ?"
+                     " AND a.state != 'SUCCESSFUL') WHERE id = ?", (wf_id, wf_id))
+    add_event(conn, now, ensemble.id, None, state, reason, workflow_id=wf_id)
+    return wf_id
 
 
 def workflow_exists(conn, ensemble_id, name):
@@ -158,19 +203,27 @@ def change_workflow_state(conn, workflow, new, now, reason=None, **fields):
     """Compare-and-set from any old state the table allows; also sets `fields`.
 
     Returns False when the row is no longer in an allowed state (another
-    writer got there first), so callers never act on a stale decision.
+    writer got there first), so callers never act on a stale decision.  In the
+    same transaction: the time spent in the old state goes to its histogram,
+    and after_transition() keeps dependents, auto-hold and notifications right.
     """
     allowed = sources(WORKFLOW_TRANSITIONS, new)
     if not allowed:
         return False
+    before = conn.execute("SELECT state, state_since FROM workflows WHERE id = ?",
+                          (workflow.id,)).fetchone()
     assignments = ", ".join("%s = ?" % k for k in fields)
-    sql = "UPDATE workflows SET state = ?, updated = ?, reason = ?%s WHERE id = ? AND state IN (%s)" % (
-        ", " + assignments if assignments else "", ",".join("?" * len(allowed)))
-    params = [new, now, reason] + list(fields.values()) + [workflow.id] + list(allowed)
+    sql = ("UPDATE workflows SET state = ?, updated = ?, reason = ?, state_since = ?%s"
+           " WHERE id = ? AND state IN (%s)" % (
+               ", " + assignments if assignments else "", ",".join("?" * len(allowed))))
+    params = [new, now, reason, now] + list(fields.values()) + [workflow.id] + list(allowed)
     if conn.execute(sql, params).rowcount != 1:
         return False
-    add_event(conn, now, workflow.ensemble_id, workflow.state, new, reason,
-              workflow_id=workflow.id)
+    old = before[0]
+    add_event(conn, now, workflow.ensemble_id, old, new, reason, workflow_id=workflow.id)
+    if old in WorkflowState.ACTIVE and old != new and before[1] is not None:
+        observe(conn, "state:" + old, now - before[1])
+    after_transition(conn, workflow, old, new, now, reason)
     return True
 
 
@@ -378,13 +431,16 @@ _ACTIVE_SQL = "('READY', 'PLANNING', 'QUEUED', 'RUNNING')"
 _ENGINE_COLS = ("w.id, w.ensemble_id, e.name, w.name, w.state, w.basedir, w.plan_command,"
                 " w.submitdir, w.wf_uuid, w.abort_requested, w.plan_pid, w.plan_start,"
                 " w.plan_offset, w.plan_began, w.run_phase, w.run_pid, w.run_start, w.run_began,"
-                " w.baseline_blocks, w.baseline_id, w.dagman_held, e.state")
+                " w.baseline_blocks, w.baseline_id, w.dagman_held, e.state, w.deps_pending,"
+                " w.deferred, w.state_since")
 
 
 def busy_rows(conn):
     """Every PLANNING or RUNNING workflow: at most the sum of the throttles."""
-    rows = conn.execute("SELECT %s FROM %s WHERE w.state IN ('PLANNING', 'RUNNING')"
-                        " AND w.state IN %s" % (_ENGINE_COLS, _WORKFLOW_FROM, _ACTIVE_SQL))
+    rows = conn.execute("SELECT %s FROM workflows w INDEXED BY workflows_busy"
+                        " JOIN ensembles e ON e.id = w.ensemble_id"
+                        " WHERE w.state IN ('PLANNING', 'RUNNING') AND w.state IN %s"
+                        % (_ENGINE_COLS, _BUSY_SQL))
     return [EngineRow._make(r) for r in rows]
 
 
@@ -395,12 +451,17 @@ def engine_row(conn, workflow_id):
 
 
 def ensemble_loads(conn):
-    """Per ensemble with work: throttles and counts, read through the partial index."""
+    """Per ensemble with work: throttles and counts, read through the partial indexes
+    (READY counts only workflows the engine may plan now)."""
     counts = {}
     for ensemble_id, state, n in conn.execute(
-            "SELECT ensemble_id, state, count(*) FROM workflows WHERE state IN %s"
-            " GROUP BY ensemble_id, state" % _ACTIVE_SQL):
+            "SELECT ensemble_id, state, count(*) FROM workflows INDEXED BY workflows_busy"
+            " WHERE state IN %s GROUP BY ensemble_id, state" % _BUSY_SQL):
         counts.setdefault(ensemble_id, {})[state] = n
+    for ensemble_id, n in conn.execute(
+            "SELECT ensemble_id, count(*) FROM workflows INDEXED BY workflows_eligible"
+            " WHERE %s GROUP BY ensemble_id" % _ELIGIBLE):
+        counts.setdefault(ensemble_id, {})["READY"] = n
     if not counts:
         return []
     rows = conn.execute("SELECT id, state, max_planning, max_running FROM ensembles WHERE id IN"
@@ -410,13 +471,24 @@ def ensemble_loads(conn):
             for i, s, mp, mr in rows]
 
 
+_ELIGIBLE = "state = 'READY' AND deps_pending = 0 AND deferred = 0"
+_BUSY_SQL = "('PLANNING', 'QUEUED', 'RUNNING')"  # the predicate of index workflows_busy
+
+
 def next_in_queue(conn, ensemble_id, state, limit):
-    """Ids of the first `limit` workflows in `state`: higher priority first, then oldest."""
-    rows = conn.execute(
-        "SELECT id FROM workflows WHERE ensemble_id = ? AND state = ? AND abort_requested = 0"
-        " AND state IN %s ORDER BY priority DESC, id LIMIT ?" % _ACTIVE_SQL,
-        (ensemble_id, state, limit))
-    return [r[0] for r in rows]
+    """(id, priority) of the first `limit` workflows in `state` the engine may take:
+    higher priority first, then oldest.  READY ones waiting for a dependency or a
+    run-after time are not in the index read, so they cost nothing."""
+    if state == WorkflowState.READY:
+        sql = ("SELECT id, priority FROM workflows WHERE ensemble_id = ? AND %s"
+               " AND abort_requested = 0 ORDER BY priority DESC, id LIMIT ?" % _ELIGIBLE)
+        params = (ensemble_id, limit)
+    else:
+        sql = ("SELECT id, priority FROM workflows WHERE ensemble_id = ? AND state = ?"
+               " AND abort_requested = 0 AND state IN %s ORDER BY priority DESC, id LIMIT ?"
+               % _ACTIVE_SQL)
+        params = (ensemble_id, state, limit)
+    return conn.execute(sql, params).fetchall()
 
 
 def update_engine(conn, workflow_id, **fields):
@@ -424,3 +496,295 @@ def update_engine(conn, workflow_id, **fields):
     assignments = ", ".join("%s = ?" % k for k in fields)
     conn.execute("UPDATE workflows SET %s WHERE id = ?" % assignments,
                  list(fields.values()) + [workflow_id])
+
+
+def engine_caps(conn):
+    """Workflows PLANNING and RUNNING across every ensemble (for the global throttles)."""
+    counts = dict(conn.execute("SELECT state, count(*) FROM workflows INDEXED BY workflows_busy"
+                               " WHERE state IN %s GROUP BY state" % _BUSY_SQL).fetchall())
+    return counts.get("PLANNING", 0), counts.get("RUNNING", 0)
+
+
+# ---- run-after ------------------------------------------------------------
+
+def next_deferred(conn):
+    """The earliest run-after time still ahead, or None (one step of a partial index)."""
+    row = conn.execute("SELECT run_after FROM workflows WHERE deferred = 1"
+                       " ORDER BY run_after LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def release_deferred(conn, now):
+    """Workflows whose run-after time has come may be planned; -> how many."""
+    rows = conn.execute("SELECT id, ensemble_id, state FROM workflows WHERE deferred = 1"
+                        " AND run_after <= ?", (now,)).fetchall()
+    for wf_id, ensemble_id, state in rows:
+        conn.execute("UPDATE workflows SET deferred = 0 WHERE id = ?", (wf_id,))
+        if state == WorkflowState.READY:
+            add_event(conn, now, ensemble_id, state, state, "run-after time reached",
+                      workflow_id=wf_id)
+    return len(rows)
+
+
+# ---- dependencies ---------------------------------------------------------
+
+def find_workflow(conn, ensemble_name, name):
+    """(id, ensemble, name, state) of ENSEMBLE.WORKFLOW, or None."""
+    return conn.execute("SELECT w.id, e.name, w.name, w.state FROM %s WHERE e.name = ?"
+                        " AND w.name = ?" % _WORKFLOW_FROM, (ensemble_name, name)).fetchone()
+
+
+def dependencies_of(conn, workflow_id):
+    """(id, ensemble, name, state) of each workflow it waits for."""
+    return conn.execute(
+        "SELECT w.id, e.name, w.name, w.state FROM dependencies d"
+        " JOIN workflows w ON w.id = d.after_id JOIN ensembles e ON e.id = w.ensemble_id"
+        " WHERE d.workflow_id = ? ORDER BY e.name, w.name", (workflow_id,)).fetchall()
+
+
+def dependents_of(conn, workflow_id, limit=-1):
+    """(id, ensemble_id, ensemble, name, state) of the workflows waiting for this one."""
+    return conn.execute(
+        "SELECT w.id, w.ensemble_id, e.name, w.name, w.state FROM dependencies d"
+        " JOIN workflows w ON w.id = d.workflow_id JOIN ensembles e ON e.id = w.ensemble_id"
+        " WHERE d.after_id = ? ORDER BY w.id LIMIT ?", (workflow_id, limit)).fetchall()
+
+
+def reaches(conn, start_ids, target_id):
+    """True when `target_id` is among `start_ids` or what they wait for, transitively
+    (a new dependency on any of them would close a cycle)."""
+    if not start_ids:
+        return False
+    marks = ",".join("?" * len(start_ids))
+    row = conn.execute(
+        "WITH RECURSIVE up(id) AS (SELECT id FROM workflows WHERE id IN (%s)"
+        " UNION SELECT d.after_id FROM dependencies d JOIN up ON d.workflow_id = up.id)"
+        " SELECT 1 FROM up WHERE id = ? LIMIT 1" % marks, list(start_ids) + [target_id]
+    ).fetchone()
+    return row is not None
+
+
+_ENDED_BADLY = WorkflowState.FAILURES + (WorkflowState.ABORTED,)
+
+
+def after_transition(conn, w, old, new, now, reason):
+    """What follows from a workflow's state change, in its transaction: dependents
+    unblocked or told why they are blocked, the ensemble's failure streak (and
+    auto-hold), and a notification when the workflow ended."""
+    label = "%s.%s" % (w.ensemble, w.name)
+    if new == WorkflowState.SUCCESSFUL:
+        conn.execute("UPDATE workflows SET deps_pending = deps_pending - 1 WHERE id IN"
+                     " (SELECT workflow_id FROM dependencies WHERE after_id = ?)", (w.id,))
+        _met(conn, w, label, now)
+        conn.execute("UPDATE ensembles SET failure_streak = 0 WHERE id = ? AND failure_streak",
+                     (w.ensemble_id,))
+    elif new in _ENDED_BADLY:
+        _tell_dependents(conn, w, now, "blocked: dependency %s is %s" % (label, new))
+    elif old in _ENDED_BADLY:
+        _tell_dependents(conn, w, now, "waiting for dependency %s (%s again)" % (label, new))
+    if new in WorkflowState.TERMINAL:
+        enqueue(conn, "workflow.ended", now, ensemble=w.ensemble, workflow=w.name,
+                old_state=old, state=new, reason=reason)
+    if new in WorkflowState.FAILURES:
+        _count_failure(conn, w, label, new, reason, now)
+
+
+def _tell_dependents(conn, w, now, reason):
+    for wf_id, ensemble_id, _e, _n, state in dependents_of(conn, w.id):
+        if state != WorkflowState.READY:
+            continue
+        why = reason
+        if not reason.startswith("blocked"):  # unblocked by this one, unless another blocks
+            bad = [d for d in dependencies_of(conn, wf_id) if d[3] in _ENDED_BADLY]
+            if bad:
+                why = "blocked: dependency %s.%s is %s" % bad[0][1:]
+        conn.execute("UPDATE workflows SET reason = ? WHERE id = ?", (why, wf_id))
+        add_event(conn, now, ensemble_id, state, state, why, workflow_id=wf_id)
+
+
+def _met(conn, w, label, now):
+    """Dependents whose last dependency just succeeded: may be planned now."""
+    rows = conn.execute("SELECT w.id, w.ensemble_id FROM dependencies d JOIN workflows w"
+                        " ON w.id = d.workflow_id WHERE d.after_id = ? AND w.deps_pending = 0"
+                        " AND w.state = 'READY'", (w.id,)).fetchall()
+    for wf_id, ensemble_id in rows:
+        conn.execute("UPDATE workflows SET reason = NULL WHERE id = ?", (wf_id,))
+        add_event(conn, now, ensemble_id, WorkflowState.READY, WorkflowState.READY,
+                  "dependencies met (the last: %s)" % label, workflow_id=wf_id)
+
+
+def _count_failure(conn, w, label, new, reason, now):
+    conn.execute("UPDATE ensembles SET failure_streak = failure_streak + 1 WHERE id = ?",
+                 (w.ensemble_id,))
+    name, state, limit, streak = conn.execute(
+        "SELECT name, state, max_failures, failure_streak FROM ensembles WHERE id = ?",
+        (w.ensemble_id,)).fetchone()
+    if not limit or streak < limit or state == EnsembleState.HELD:
+        return
+    why = "auto-hold after %d failed workflows in a row (max_failures); the last: %s %s%s" % (
+        streak, label, new, ", %s" % reason if reason else "")
+    conn.execute("UPDATE ensembles SET state = ?, updated = ?, failure_streak = 0 WHERE id = ?",
+                 (EnsembleState.HELD, now, w.ensemble_id))
+    add_event(conn, now, w.ensemble_id, state, EnsembleState.HELD, why)
+    enqueue(conn, "ensemble.held", now, ensemble=name, old_state=state,
+            state=EnsembleState.HELD, reason=why)
+
+
+# ---- latency histograms ---------------------------------------------------
+
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+           3600.0, 7200.0, 21600.0, 86400.0, float("inf"))
+
+
+def observe(conn, name, seconds):
+    """Count one observation in the histogram `name` (a row per bucket)."""
+    seconds = max(0.0, seconds)
+    le = BUCKETS[bisect.bisect_left(BUCKETS, seconds)]
+    if conn.execute("UPDATE latency SET count = count + 1, sum = sum + ? WHERE name = ? AND le = ?",
+                    (seconds, name, le)).rowcount == 0:
+        conn.execute("INSERT INTO latency (name, le, count, sum) VALUES (?, ?, 1, ?)",
+                     (name, le, seconds))
+
+
+def histograms(conn):
+    """name -> ([(le, cumulative count)] for every bucket, count, sum)."""
+    raw = {}
+    for name, le, count, total in conn.execute("SELECT name, le, count, sum FROM latency"):
+        raw.setdefault(name, {})[le] = (count, total)
+    out = {}
+    for name, by_le in raw.items():
+        running, buckets = 0, []
+        for le in BUCKETS:
+            running += by_le.get(le, (0, 0))[0]
+            buckets.append((le, running))
+        out[name] = (buckets, running, sum(t for _, t in by_le.values()))
+    return out
+
+
+# ---- notifications --------------------------------------------------------
+
+def set_notify_targets(conn, targets):
+    """Replace the (channel, target) pairs notifications are queued for."""
+    conn.execute("DELETE FROM notify_targets")
+    conn.executemany("INSERT OR IGNORE INTO notify_targets (channel, target) VALUES (?, ?)",
+                     list(targets))
+
+
+def enqueue(conn, kind, now, **fields):
+    """Queue a notification for every configured target (none: nothing is written)."""
+    payload = json.dumps(dict(fields, event=kind, time=now), sort_keys=True)
+    conn.execute("INSERT INTO outbox (channel, target, kind, payload, state, next_try, created,"
+                 " updated) SELECT channel, target, ?, ?, 'pending', ?, ?, ? FROM notify_targets",
+                 (kind, payload, now, now, now))
+
+
+_OUTBOX_COLS = "id, channel, target, kind, payload, attempts"
+
+
+def due_notifications(conn, now, limit=100):
+    return conn.execute("SELECT %s FROM outbox WHERE state = 'pending' AND next_try <= ?"
+                        " ORDER BY next_try, id LIMIT ?" % _OUTBOX_COLS, (now, limit)).fetchall()
+
+
+def next_notification_time(conn):
+    row = conn.execute("SELECT next_try FROM outbox WHERE state = 'pending'"
+                       " ORDER BY next_try LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def notification_sent(conn, outbox_id, now):
+    conn.execute("UPDATE outbox SET state = 'sent', attempts = attempts + 1, last_error = NULL,"
+                 " updated = ? WHERE id = ?", (now, outbox_id))
+
+
+def notification_failed(conn, outbox_id, now, error, next_try):
+    """Another attempt at `next_try`, or (None) none: the notification is failed."""
+    conn.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?,"
+                 " next_try = coalesce(?, next_try), updated = ? WHERE id = ?",
+                 ("pending" if next_try is not None else "failed", error, next_try, now,
+                  outbox_id))
+
+
+def prune_notifications(conn, before):
+    """Forget delivered notifications older than `before`."""
+    conn.execute("DELETE FROM outbox WHERE state = 'sent' AND updated < ?", (before,))
+
+
+def outbox_counts(conn):
+    return dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+
+
+# ---- explanations and metrics ---------------------------------------------
+
+def queue_ahead(conn, w):
+    """How many workflows the engine takes before this READY or QUEUED one:
+    higher priority, or the same priority and older (two index range counts)."""
+    if w.state == WorkflowState.READY:
+        where, params = _ELIGIBLE, [w.ensemble_id]
+    else:
+        where, params = "state = ? AND state IN %s" % _BUSY_SQL, [w.ensemble_id, w.state]
+    sql = ("SELECT (SELECT count(*) FROM workflows WHERE ensemble_id = ? AND %s AND priority > ?)"
+           " + (SELECT count(*) FROM workflows WHERE ensemble_id = ? AND %s AND priority = ?"
+           " AND id < ?)" % (where, where))
+    return conn.execute(sql, params + [w.priority] + params + [w.priority, w.id]).fetchone()[0]
+
+
+def in_state(conn, state, ensemble_id=None, limit=10):
+    """(ensemble, name, state_since) of up to `limit` PLANNING, QUEUED or RUNNING
+    workflows, oldest first, and how many there are (of one ensemble, or of all)."""
+    where, params = "w.state = ? AND w.state IN %s" % _BUSY_SQL, [state]
+    if ensemble_id is not None:
+        where += " AND w.ensemble_id = ?"
+        params.append(ensemble_id)
+    total = conn.execute("SELECT count(*) FROM workflows w WHERE %s" % where, params).fetchone()[0]
+    rows = conn.execute("SELECT e.name, w.name, w.state_since FROM %s WHERE %s ORDER BY w.id"
+                        " LIMIT ?" % (_WORKFLOW_FROM, where), params + [limit]).fetchall()
+    return rows, total
+
+
+def waiting_counts(conn, ready):
+    """ensemble id -> (READY waiting for a dependency, READY waiting for its run-after
+    time), given READY per ensemble: READY less the eligible (a covering index) is the
+    waiting; those deferred (a small partial index) wait for their time."""
+    eligible = dict(conn.execute("SELECT ensemble_id, count(*) FROM workflows INDEXED BY"
+                                 " workflows_eligible WHERE %s GROUP BY ensemble_id" % _ELIGIBLE))
+    deferred = dict(conn.execute("SELECT ensemble_id, count(*) FROM workflows INDEXED BY"
+                                 " workflows_deferred WHERE deferred = 1 AND state = 'READY'"
+                                 " GROUP BY ensemble_id"))
+    return {e: (n - eligible.get(e, 0) - deferred.get(e, 0), deferred.get(e, 0))
+            for e, n in ready.items()}
+
+
+def last_ensemble_event(conn, ensemble_id):
+    """(time, old, new, reason) of the ensemble's last own state change, or None."""
+    return conn.execute("SELECT time, old_state, new_state, reason FROM events"
+                        " WHERE ensemble_id = ? AND workflow_id IS NULL AND trigger_id IS NULL"
+                        " ORDER BY id DESC LIMIT 1", (ensemble_id,)).fetchone()
+
+
+def workflow_counts(conn):
+    """ensemble id -> {state: count}, from the (ensemble_id, state) index alone."""
+    out = {}
+    for ensemble_id, state, n in conn.execute(
+            "SELECT ensemble_id, state, count(*) FROM workflows INDEXED BY workflows_states"
+            " GROUP BY ensemble_id, state"):
+        out.setdefault(ensemble_id, {})[state] = n
+    return out
+
+
+def trigger_counts(conn):
+    """(ensemble, state) -> number of triggers."""
+    return {(e, s): n for e, s, n in conn.execute(
+        "SELECT e.name, t.state, count(*) FROM %s GROUP BY e.name, t.state" % _TRIGGER_FROM)}
+
+
+def overdue_triggers(conn, now):
+    """(ensemble, trigger, seconds overdue) of live triggers whose firing is late."""
+    return conn.execute("SELECT e.name, t.name, ? - t.next_fire FROM %s WHERE t.id IN"
+                        " (SELECT id FROM triggers WHERE state IN %s AND next_fire <= ?)"
+                        % (_TRIGGER_FROM, _LIVE_SQL), (now, now)).fetchall()
+
+
+def last_event_id(conn):
+    row = conn.execute("SELECT max(id) FROM events").fetchone()
+    return row[0] or 0

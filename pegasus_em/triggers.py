@@ -296,6 +296,7 @@ class Triggers:
         self.max_failures = max(1, int(max_failures))
         self.limit = command_limit(os.environ if env is None else env)
         self.clock = clock
+        self.notify_wake = lambda: None  # the notification sender, woken when a firing fails
         self._seen = {}          # trigger id -> {path: identity} of files left to settle
         self._live_key = None    # which file triggers were live at the last sweep
         self._look_again = True  # woken, or a state we changed: the live set may differ
@@ -390,6 +391,8 @@ class Triggers:
 
     def _fire(self, t, now):
         next_fire = next_slot(t.created, t.interval, now)
+        with self.db.write() as conn:
+            store.observe(conn, "trigger_lag", now - t.next_fire)
         try:
             problem = script_problem(t.script)
             if problem:
@@ -484,6 +487,12 @@ class Triggers:
                                            "%d failed firings in a row; the last: %s"
                                            % (failures, message))
                 self._look_again = True
+            if failures == 1 or failures >= self.max_failures:  # the first, and the last
+                store.enqueue(conn, "trigger.failed", now, ensemble=fresh.ensemble,
+                              trigger=fresh.name, failures=failures, error=message,
+                              state=TriggerState.FAILED if failures >= self.max_failures
+                              else fresh.state)
+        self.notify_wake()
         log.warning("trigger %s.%s: firing failed (%d in a row): %s", t.ensemble, t.name,
                     failures, message)
         if failures >= self.max_failures:

@@ -6,7 +6,7 @@ client ignores them.
 
 import json
 
-from .states import TriggerState
+from .states import TriggerState, WorkflowState
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 
@@ -38,6 +38,14 @@ def ensemble(e, base):
     }
 
 
+def ensemble_detail(e, base, counts):
+    """One ensemble with our extra fields: auto-hold and workflows per state."""
+    obj = ensemble(e, base)
+    obj.update(max_failures=e.max_failures, failure_streak=e.failure_streak,
+               counts={state: counts.get(state, 0) for state in WorkflowState.ALL})
+    return obj
+
+
 def workflow_url(base, ensemble_name, name):
     return "%s/ensembles/%s/workflows/%s" % (base, ensemble_name, name)
 
@@ -47,13 +55,16 @@ WORKFLOW_LIST_FIELDS = (("id", "w.id"), ("name", "w.name"), ("created", "w.creat
                         ("updated", "w.updated"), ("state", "w.state"),
                         ("priority", "w.priority"), ("wf_uuid", "w.wf_uuid"),
                         ("href", "? || w.name"))
+# ?detail=1 adds these (ours): why it is where it is, and since when.
+WORKFLOW_DETAIL_FIELDS = (("reason", "w.reason"), ("run_after", "w.run_after"),
+                          ("state_since", "w.state_since"))
 
 
 def workflow_list_prefix(base, ensemble_name):
     return "%s/ensembles/%s/workflows/" % (base, ensemble_name)
 
 
-def workflow_rows(rows, base):
+def workflow_rows(rows, base, detail=False):
     """List objects straight from store rows (id, ensemble_id, ensemble, name, ...)."""
     prefix = None
     out = []
@@ -61,12 +72,15 @@ def workflow_rows(rows, base):
     for r in rows:
         if prefix is None:
             prefix = "%s/ensembles/%s/workflows/" % (base, r[2])
-        append({"id": r[0], "name": r[3], "created": r[10], "updated": r[11], "state": r[4],
-                "priority": r[5], "wf_uuid": r[8], "href": prefix + r[3]})
+        obj = {"id": r[0], "name": r[3], "created": r[10], "updated": r[11], "state": r[4],
+               "priority": r[5], "wf_uuid": r[8], "href": prefix + r[3]}
+        if detail:
+            obj.update(reason=r[12], run_after=r[13], state_since=r[16])
+        append(obj)
     return out
 
 
-def workflow(w, base, log):
+def workflow(w, base, log, dependencies=()):
     return {
         "id": w.id,
         "name": w.name,
@@ -82,6 +96,9 @@ def workflow(w, base, log):
         "submitdir": w.submitdir,
         "ensemble": w.ensemble,
         "reason": w.reason,
+        "state_since": w.state_since,
+        "run_after": w.run_after,
+        "after": [{"name": "%s.%s" % (e, n), "state": s} for e, n, s in dependencies],
     }
 
 
@@ -122,4 +139,5 @@ def trigger(t, base, workflows=None, workflow_count=None):
 
 def event(row):
     return {"id": row[0], "time": row[1], "workflow_id": row[2], "trigger_id": row[3],
-            "old_state": row[4], "new_state": row[5], "reason": row[6]}
+            "old_state": row[4], "new_state": row[5], "reason": row[6], "ensemble": row[7],
+            "workflow": row[8], "trigger": row[9]}

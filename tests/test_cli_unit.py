@@ -156,6 +156,10 @@ VERB_ARGV = [
     ["cron-trigger", "x", "t", "30s", "wf.py", "-t", "1h", "-a", "--site local"],
     ["file-pattern-trigger", "x", "t", "1m", "wf.py", "/in/*.csv", "/in2/*"],
     ["triggers", "-l", "x"], ["stop-trigger", "x", "t", "--purge"],
+    ["history", "x.y", "--limit", "5", "--after", "3"], ["why", "--json", "x.y"],
+    ["watch", "-n", "0.5", "--once", "x"], ["import", "--db", "/tmp/workflow.db", "--json"],
+    ["submit", "--after", "a,x.b", "--run-after", "2h", "x.y", "plan.sh"],
+    ["config", "--max-failures", "3", "x"], ["create", "--max-failures", "2", "x"],
 ]
 
 
@@ -182,7 +186,7 @@ def test_the_table_covers_every_verb_and_alias():
         "server", "init", "ensembles", "e", "create", "c", "pause", "activate", "hold", "config",
         "submit", "sub", "workflows", "w", "status", "st", "analyze", "an", "replan", "rerun",
         "abort", "priority", "cron-trigger", "file-pattern-trigger", "triggers",
-        "stop-trigger"}
+        "stop-trigger", "history", "why", "watch", "import"}
 
 
 @pytest.mark.parametrize("verb", sorted(_verbs_and_aliases()))
@@ -249,7 +253,7 @@ def test_ensemble_part_must_not_be_empty(capsys):
 
 def test_config_needs_a_limit(capsys):
     assert cli.main(["config", "myruns"]) == 2
-    assert "Specify --max-planning or --max-running" in capsys.readouterr().err
+    assert "Specify --max-planning, --max-running or --max-failures" in capsys.readouterr().err
 
 
 def test_priority_is_a_required_int(capsys):

@@ -23,7 +23,11 @@ LAYERS = {
     "db": {"errors"},
     "store": {"db", "model", "states", "errors"},
     "auth": {"errors", "config"},
-    "ops": {"store", "db", "model", "states", "errors"},
+    "ops": {"store", "db", "model", "states", "errors", "explain", "metrics", "importer"},
+    "explain": {"store", "states"},
+    "metrics": {"__init__", "store", "states"},
+    "importer": {"store", "model", "states", "errors", "planout", "dagstate"},
+    "notify": {"__init__", "store"},
     "api": {"ops", "wire", "errors", "auth", "states"},
     "httpd": {"errors", "config"},
     "policy": {"model", "states"},
@@ -31,10 +35,13 @@ LAYERS = {
                 "model", "states"},
     "triggers": {"ops", "store", "db", "model", "states", "errors"},
     "daemon": {"__init__", "config", "api", "auth", "db", "errors", "httpd", "ops", "store",
-               "states", "wire", "model", "manager", "runner", "triggers"},
+               "states", "wire", "model", "manager", "runner", "triggers", "notify"},
     "client": {"__init__", "errors", "config"},
     "fmt": set(),
-    "cli": {"__init__", "client", "fmt", "config", "errors", "states", "daemon"},
+    "cli": {"__init__", "client", "fmt", "config", "errors", "states", "daemon", "legacy",
+            "watch"},
+    "legacy": {"errors"},
+    "watch": {"client", "fmt", "errors"},
     "__main__": {"cli"},
     "pservice": {"__init__", "config", "errors", "pam", "tls", "auth", "httpd", "service_app",
                  "switch", "userapp"},
@@ -43,17 +50,28 @@ LAYERS = {
     "masterdb": {"errors"},
     "monitoring": {"errors", "masterdb"},
     "emproxy": {"config", "client", "errors"},
-    "userapp": {"emproxy", "errors", "monitoring"},
+    "userapp": {"emproxy", "errors", "monitoring", "dashboard"},
     "switch": {"errors", "userapp"},
     "service_app": {"errors", "userapp"},
     "runner": {"errors"},
     "planout": {"errors"},
     "dagstate": {"errors", "runner"},
+    # the dashboard (issue 6)
+    "pages": set(),
+    "charts": {"pages"},
+    "browse": {"errors"},
+    "stampede": {"dagstate", "errors", "masterdb"},
+    "ensview": {"db", "store", "errors", "masterdb", "model", "states"},
+    "wfpages": {"browse", "charts", "pages", "stampede", "errors", "masterdb"},
+    "empages": {"pages", "ensview", "errors", "masterdb", "states"},
+    "dashboard": {"config", "ensview", "pages", "stampede", "emproxy", "empages", "errors",
+                  "masterdb", "states", "wfpages"},
 }
-CLIENT_SIDE = {"client", "fmt", "cli", "__main__"}
+CLIENT_SIDE = {"client", "fmt", "cli", "__main__", "legacy", "watch"}
 SERVER_SIDE = {"db", "store", "ops", "api", "httpd", "daemon", "auth", "wire", "pam", "tls",
+               "explain", "metrics", "importer", "notify",
                "masterdb", "monitoring", "emproxy", "userapp", "switch", "service_app",
-               "pservice"}
+               "pservice", "browse", "stampede", "ensview", "wfpages", "empages", "dashboard"}
 LAZY_ALLOWED = {("cli", "daemon")}  # `pegasus-em server` imports the daemon inside a function
 
 
