@@ -59,13 +59,19 @@ def dagman_out_path(submit_dir, braindump):
 
 def baseline(submit_dir, braindump):
     """Count the DAGMan runs already in dagman.out (call just before pegasus-run)."""
+    ids = dagman_ids(submit_dir, braindump)
+    return Baseline(len(ids), ids[-1] if ids else None)
+
+
+def dagman_ids(submit_dir, braindump):
+    """The DAGMan job id of every run in dagman.out, oldest first ([] without the file)."""
     parser = _Parser()
     try:
         with open(dagman_out_path(submit_dir, braindump), "rb") as f:
             parser.feed_file(f)
     except FileNotFoundError:
         pass
-    return Baseline(len(parser.ids), parser.ids[-1] if parser.ids else None)
+    return parser.ids
 
 
 def condor_q(wf_uuid, executable="condor_q", env=None, timeout=30):
