@@ -39,12 +39,13 @@ LOG_TAIL = 65536
 
 class Settings:
     def __init__(self, interval=5.0, plan_timeout=None, pending_timeout=300.0,
-                 liveness_every=10.0, env=None, max_planning_total=None,
+                 liveness_every=None, env=None, max_planning_total=None,
                  max_running_total=None):
         self.interval = float(interval)          # longest wait between looks at a workflow
         self.plan_timeout = plan_timeout          # seconds, None = no limit
         self.pending_timeout = pending_timeout
-        self.liveness_every = liveness_every
+        # How long dagman.out may stay quiet before we check that DAGMan still lives.
+        self.liveness_every = liveness_every or max(1.0, min(10.0, 2 * self.interval))
         self.env = env
         # Across all ensembles (None: no cap), as MAX_PLANNING_TOTAL / MAX_RUNNING_TOTAL.
         self.limits = (max_planning_total, max_running_total)

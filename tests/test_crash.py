@@ -54,8 +54,11 @@ def assert_once(d, ensemble, name):
     assert w["state"] == "SUCCESSFUL", w
     assert len(run_dirs(d, name)) == 1, run_dirs(d, name)
     assert starting_up_blocks(w["submitdir"]) == 1
-    planned = [e for e in events(d, ensemble, name) if e["new_state"] == "PLANNING"]
-    assert len(planned) == 1, planned
+    history = events(d, ensemble, name)
+    planned = [e for e in history if e["new_state"] == "PLANNING"]
+    # A kill between the claim and the spawn legitimately claims again (nothing had run).
+    never_started = [e for e in history if e["reason"].startswith("planner was never started")]
+    assert len(planned) - len(never_started) == 1, history
     return w
 
 
