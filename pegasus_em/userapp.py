@@ -9,10 +9,9 @@ Routes (after PEGASUS_SERVICE_URL_PREFIX):
   /api/v1/user/<user>/root...         monitoring REST API (read-only, masterdb)
   /api/v1/user/<user>/ensembles...    that user's ensemble manager (emproxy)
   /ensembles...                       the signed-in user's ensemble manager
-  /u/<user>/...                       pages; `add_route` is where the dashboard plugs in
+  /u/<user>/...                       the dashboard's pages (dashboard.py)
 """
 
-import html
 import json
 import logging
 import pwd
@@ -20,6 +19,7 @@ import re
 import time
 import urllib.parse
 
+from .dashboard import Dashboard
 from .emproxy import EMProxy
 from .errors import BadRequest, EMError, Forbidden, MethodNotAllowed, NotFound
 from .monitoring import Monitoring
@@ -27,8 +27,6 @@ from .monitoring import Monitoring
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
-_HTML = "text/html; charset=utf-8"
-CSP = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 
 
 class Call:
@@ -88,15 +86,17 @@ def error_reply(e):
 class UserApp:
     """Route table over the user's data; `handle(call)` never raises."""
 
-    def __init__(self, em_proxy=None, monitoring=None):
+    def __init__(self, em_proxy=None, monitoring=None, dashboard=None):
         self.em = em_proxy or EMProxy()
         self.monitoring = monitoring or Monitoring()
+        self.dashboard = dashboard or Dashboard(home_of=home_of, em=self.em,
+                                                conns=self.monitoring.conns)
         self.routes = []
         self.add_route(r"/api/v1/user/[^/]+(/root(?:/.*)?)", {"GET": self.monitoring_api,
                                                                "HEAD": self.monitoring_api})
         self.add_route(r"/api/v1/user/[^/]+(/ensembles(?:/.*)?)", _ANY, self.user_ensembles)
         self.add_route(r"(/ensembles(?:/.*)?)", _ANY, self.own_ensembles)
-        self.add_route(r"/u/[^/]+/?", {"GET": self.index, "HEAD": self.index})
+        self.add_route(r"/u/[^/]+(?:/.*)?", _ANY, self.pages)
 
     def add_route(self, pattern, methods, handler=None):
         """`methods` maps a method to handler(call, *groups) -> Reply; or give a method
@@ -152,20 +152,9 @@ class UserApp:
                                                 public_base)
         return Reply(status, headers, body)
 
-    def index(self, call):
-        """A placeholder page until the dashboard mounts its pages here."""
-        e = html.escape
-        api = call.user_base()
-        links = [("Root workflows (monitoring API)", api + "/root"),
-                 ("Ensembles (ensemble manager API)", api + "/ensembles")]
-        items = "".join('<li><a href="%s">%s</a></li>' % (e(href), e(text))
-                        for text, href in links)
-        page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-                "<title>Pegasus Service: %s</title></head><body><h1>Pegasus Service</h1>"
-                "<p>Signed in as %s; showing %s.</p><ul>%s</ul></body></html>"
-                % (e(call.user), e(call.remote_user), e(call.user), items))
-        return Reply(200, [("Content-Type", _HTML), ("Content-Security-Policy", CSP)],
-                     page.encode("utf-8"))
+    def pages(self, call):
+        """The dashboard (it answers 405 itself for methods a page does not take)."""
+        return Reply(*self.dashboard.call(call))
 
 
 _ANY = ("GET", "HEAD", "POST", "PUT", "DELETE")

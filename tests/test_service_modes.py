@@ -41,7 +41,7 @@ def test_every_route_is_under_the_prefix(prefixed):
     for path in routes:
         assert client.request("GET", path)[0] == 200, path
         assert client.request("GET", path, prefix=False)[0] == 404, path
-    status, _, page = client.request("GET", "/u/%s/" % u.name)
+    status, _, page = client.request("GET", "/u/%s/" % u.name, headers={"Accept": "text/html"})
     links = re.findall(r'href="([^"]+)"', page)
     assert links and all(link.startswith(svc.url + "/") for link in links), links
     name = unique("pre")

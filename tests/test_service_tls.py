@@ -176,7 +176,8 @@ def test_service_as_a_user_makes_its_own_certificate(sandbox, user):
             st = os.stat(path)
             assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (user.uid, 0o600)
         client = svc.client()                 # verifies against the generated certificate
-        status, _, body = client.request("GET", "/u/%s/" % user.name)
+        status, _, body = client.request("GET", "/u/%s/" % user.name,
+                                         headers={"Accept": "text/html"})
         assert status == 200 and user.name in body
         status, _, body = client.request("GET", "/api/v1/user/daemon/root")
         assert status == 403 and "PROCESS_SWITCHING" in body["message"]

@@ -110,8 +110,9 @@ def test_wsgi_file_without_authentication_or_switching(tmp_path, monkeypatch, ws
     port = wsgi_server(app)
     status, body = get(port, "/api/v1/user/%s/root/1/workflow/1/job/failed" % user.name)
     assert status == 200 and body["records"][0]["exec_job_id"] == "bad_ID1"
-    status, body = get(port, "/u/%s/" % user.name)
-    assert status == 200 and user.name in body.decode()
+    status, body = get(port, "/u/%s/" % user.name)  # the dashboard's JSON twin (Accept: JSON)
+    assert status == 200 and sorted(w["dax_label"] for w in body["workflows"]) == [
+        "diamond", "diamond-2"]
 
 
 def test_httpd_conf_has_exactly_the_documented_placeholders():

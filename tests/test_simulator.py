@@ -291,3 +291,137 @@ def test_condor_submit_dag_no_submit(sim):
     proc = sim.run("condor_submit_dag", "-no_submit", dag.name)
     assert proc.returncode == 0 and "-no_submit given" in proc.stdout
     assert "pegasus-sim-dagman" in (sim.base / "plain.dag.condor.sub").read_text()
+
+
+# ---- the STAMPEDE DB the simulated monitord writes (pegasus-facts.md 3.5) --------------------
+
+JOB_STATES_OK = ["SUBMIT", "EXECUTE", "JOB_TERMINATED", "JOB_SUCCESS", "POST_SCRIPT_STARTED",
+                 "POST_SCRIPT_TERMINATED", "POST_SCRIPT_SUCCESS"]
+
+
+def stampede(sim, submit_dir):
+    """The STAMPEDE DB named by the master DB's db_url for this submit dir."""
+    conn = sqlite3.connect(sim.db)
+    url, = conn.execute("SELECT db_url FROM master_workflow WHERE submit_dir = ?", (submit_dir,)).fetchone()
+    conn.close()
+    assert url == "sqlite:///%s/diamond-0.stampede.db" % submit_dir
+    return sqlite3.connect(url[len("sqlite:///"):])
+
+
+def instances(db, wf_id=None):
+    """{job name: [(try seq, exitcode), ...]} in submit order."""
+    out = {}
+    sql = ("SELECT j.exec_job_id, ji.job_submit_seq, ji.exitcode FROM job j JOIN job_instance ji"
+           " ON ji.job_id = j.job_id%s ORDER BY ji.job_submit_seq" % (" WHERE j.wf_id = ?" if wf_id else ""))
+    for name, seq, code in db.execute(sql, (wf_id,) if wf_id else ()):
+        out.setdefault(name, []).append((seq, code))
+    return out
+
+
+def started(sim):
+    """The master DB has a state row (False while the DAGMan is still creating it)."""
+    try:
+        return os.path.exists(sim.db) and sim.states()
+    except sqlite3.Error:
+        return False
+
+
+def test_successful_run_writes_its_stampede_db(sim):
+    submit_dir = sim.start()
+    assert sim.wait_exit(submit_dir) == 0
+    db = stampede(sim, submit_dir)
+    bd = {l.split(": ", 1)[0]: json.loads(l.split(": ", 1)[1])
+          for l in open(os.path.join(submit_dir, "braindump.yml")).read().splitlines()}
+    assert db.execute("SELECT version FROM dbversion").fetchall() == [("14",)]
+    wf = db.execute("SELECT wf_id, wf_uuid, submit_dir, dax_label, parent_wf_id, root_wf_id, dag_file_name"
+                    " FROM workflow").fetchall()
+    assert wf == [(1, bd["wf_uuid"], submit_dir, "diamond", None, 1, "diamond-0.dag")]
+    states = db.execute("SELECT state, restart_count, status FROM workflowstate ORDER BY timestamp, state")
+    assert states.fetchall() == sim.states()
+    jobs = db.execute("SELECT exec_job_id, type_desc, submit_file FROM job ORDER BY job_id").fetchall()
+    assert [j[:2] for j in jobs] == [("create_dir_diamond_0_local", "create-dir"), ("sim_ID0000001", "compute"),
+                                     ("sim_ID0000002", "compute"), ("cleanup_diamond_0_local", "cleanup")]
+    assert all(os.path.exists(os.path.join(submit_dir, j[2])) for j in jobs)
+    assert [v for v in instances(db).values()] == [[(1, 0)], [(2, 0)], [(3, 0)], [(4, 0)]]
+    for ji, in db.execute("SELECT job_instance_id FROM job_instance"):
+        assert [r[0] for r in db.execute("SELECT state FROM jobstate WHERE job_instance_id = ?"
+                                         " ORDER BY jobstate_submit_seq", (ji,))] == JOB_STATES_OK
+    row = db.execute("SELECT ji.stdout_file, ji.stdout_text, ji.host_id, h.hostname, ji.site, ji.sched_id"
+                     " FROM job_instance ji JOIN host h ON h.host_id = ji.host_id JOIN job j"
+                     " ON j.job_id = ji.job_id WHERE j.exec_job_id = 'sim_ID0000001'").fetchone()
+    assert row[1] == open(os.path.join(submit_dir, row[0])).read() and row[3] == socket.gethostname()
+    assert row[4] == "condorpool" and re.match(r"^\d+\.0$", row[5])
+    inv = db.execute("SELECT transformation, exitcode, task_submit_seq FROM invocation ORDER BY invocation_id")
+    assert inv.fetchall() == [("pegasus::dirmanager", 0, 1), ("sim::preprocess", 0, 1), ("sim::findrange", 0, 1),
+                              ("pegasus::cleanup", 0, 1)]
+    assert db.execute("SELECT count(*) FROM task").fetchone() == (2,)
+    db.close()
+
+
+def test_job_failures_knob_retries_a_job_then_succeeds(sim):
+    submit_dir = sim.start("-Dpegasus.sim.job.failures=1")
+    assert sim.wait_exit(submit_dir) == 0
+    assert "RETRY sim_ID0000002 1" in open(os.path.join(submit_dir, "diamond-0.dag")).read()
+    assert "Retrying node sim_ID0000002 (retry #1 of 1)..." in sim.dagman_out(submit_dir)
+    db = stampede(sim, submit_dir)
+    assert instances(db)["sim_ID0000002"] == [(3, 1), (4, 0)]
+    first, second = db.execute("SELECT stderr_text, stderr_file FROM job_instance ji JOIN job j USING (job_id)"
+                               " WHERE j.exec_job_id = 'sim_ID0000002' ORDER BY job_submit_seq").fetchall()
+    assert "simulated failure of sim_ID0000002" in first[0] and first[1] == "00/00/sim_ID0000002.err.000"
+    assert second == ("", "00/00/sim_ID0000002.err.001")
+    assert db.execute("SELECT exitcode FROM invocation ORDER BY invocation_id").fetchall()[2:4] == [(2,), (0,)]
+    assert db.execute("SELECT max_retries FROM job WHERE exec_job_id = 'sim_ID0000002'").fetchone() == (1,)
+    db.close()
+
+
+def test_failed_run_then_rescue_run_in_the_stampede_db(sim):
+    submit_dir = sim.start("-Dpegasus.sim.run.fail.attempts=1")
+    assert sim.wait_exit(submit_dir) == 1
+    assert sim.run("pegasus-run", submit_dir).returncode == 0
+    assert sim.wait_exit(submit_dir, runs=2) == 0
+    db = stampede(sim, submit_dir)
+    assert db.execute("SELECT state, restart_count, status FROM workflowstate ORDER BY timestamp, state"
+                      ).fetchall() == sim.states()
+    assert instances(db) == {"create_dir_diamond_0_local": [(1, 0)], "sim_ID0000001": [(2, 0)],
+                             "sim_ID0000002": [(3, 1), (4, 0)], "cleanup_diamond_0_local": [(5, 0)]}
+    assert db.execute("SELECT count(*) FROM job").fetchone() == (4,)  # jobs are not added again
+    db.close()
+
+
+def test_subworkflow_knob_writes_a_hierarchical_workflow(sim):
+    submit_dir = sim.start("-Dpegasus.sim.subworkflows=1")
+    assert sim.wait_exit(submit_dir) == 0
+    db = stampede(sim, submit_dir)
+    rows = db.execute("SELECT wf_id, wf_uuid, dax_label, parent_wf_id, root_wf_id, submit_dir FROM workflow"
+                      " ORDER BY wf_id").fetchall()
+    assert [r[2:5] for r in rows] == [("diamond", None, 1), ("sub5", 1, 1)]
+    sub_dir = rows[1][5]
+    assert sub_dir == os.path.join(submit_dir, "00", "00", "sub5_ID0000005.000")
+    assert os.readlink(os.path.join(submit_dir, "00", "00", "sub5_ID0000005")) == "sub5_ID0000005.000"
+    sub_bd = open(os.path.join(sub_dir, "braindump.yml")).read()
+    assert 'wf_uuid: "%s"' % rows[1][1] in sub_bd and 'root_wf_uuid: "%s"' % rows[0][1] in sub_bd
+    dag_job = db.execute("SELECT j.type_desc, ji.subwf_id, ji.exitcode FROM job j JOIN job_instance ji"
+                         " USING (job_id) WHERE j.exec_job_id = 'pegasus-plan_ID0000005'").fetchall()
+    assert dag_job == [("dag", 2, 0)]
+    assert instances(db, 2) == {"sim_ID0000001": [(5, 0)], "sim_ID0000002": [(6, 0)]}
+    assert db.execute("SELECT state, status FROM workflowstate WHERE wf_id = 2 ORDER BY timestamp").fetchall() == [
+        ("WORKFLOW_STARTED", None), ("WORKFLOW_TERMINATED", 0)]
+    assert "EXITING WITH STATUS 0" in open(os.path.join(sub_dir, "sub5-0.dag.dagman.out")).read()
+    assert "sim_ID0000002 POST_SCRIPT_SUCCESS" in open(os.path.join(sub_dir, "jobstate.log")).read()
+    assert sim.states() == [("WORKFLOW_STARTED", 0, None), ("WORKFLOW_TERMINATED", 0, 0)]  # master: root only
+    db.close()
+
+
+def test_stall_knob_keeps_a_job_running_until_removed(sim):
+    submit_dir = sim.start("-Dpegasus.sim.stall.at=4", "-Dpegasus.sim.job.failures=1")
+    wait_until(lambda: started(sim))
+    db = stampede(sim, submit_dir)
+    wait_until(lambda: len(instances(db).get("sim_ID0000002", [])) == 2)  # the schema is there at once
+    assert instances(db)["sim_ID0000002"] == [(3, 1), (4, None)]  # failing: retried, running again
+    assert sim.states() == [("WORKFLOW_STARTED", 0, None)]
+    assert sim.run("pegasus-remove", submit_dir).returncode == 0
+    assert sim.wait_exit(submit_dir) == 2
+    assert db.execute("SELECT state FROM jobstate WHERE job_instance_id = 4 ORDER BY jobstate_submit_seq"
+                      ).fetchall() == [("SUBMIT",), ("JOB_ABORTED",)]
+    assert db.execute("SELECT status FROM workflowstate WHERE state = 'WORKFLOW_TERMINATED'").fetchall() == [(2,)]
+    db.close()

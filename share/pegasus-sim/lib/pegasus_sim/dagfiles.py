@@ -6,18 +6,44 @@ Shapes follow the real 5.0.5 samples (pegasus-facts.md 2.2).
 import os
 
 
-def node_names(label, count, site):
-    """[(node, site)]: create-dir, compute jobs, cleanup, like a small real plan."""
+TRANSFORMATIONS = ("sim::preprocess", "sim::findrange", "sim::analyze")
+DAGMAN_XFORMATION = "condor::dagman"
+
+
+def node_names(label, count, site, subworkflows=0):
+    """[(node, site)]: create-dir, compute jobs, sub-workflow (dag) jobs, cleanup, like a small real plan."""
     count = max(1, count)
     compute = ["sim_ID%07d" % i for i in range(1, count + 1)]
     if count >= 2:
         compute = ["create_dir_%s_0_local" % label] + compute[:count - 1]
+    subs = ["pegasus-plan_ID%07d" % (count + i) for i in range(1, subworkflows + 1)]
     if count >= 3:
-        compute = compute[:-1] + ["cleanup_%s_0_local" % label]
-    return [(n, "local" if n.endswith("_local") else site) for n in compute]
+        compute, cleanup = compute[:-1], ["cleanup_%s_0_local" % label]
+    else:
+        cleanup = []
+    return [(n, "local" if n.endswith("_local") or n in subs else site) for n in compute + subs + cleanup]
 
 
-def dag_text(label, nodes, bindir):
+def job_type(name):
+    """(STAMPEDE type_desc, transformation, task id or None) of a node the planner named."""
+    if name.startswith("create_dir_"):
+        return "create-dir", "pegasus::dirmanager", None
+    if name.startswith("cleanup_"):
+        return "cleanup", "pegasus::cleanup", None
+    if name.startswith("pegasus-plan_"):
+        return "dag", DAGMAN_XFORMATION, None
+    task = name.rsplit("_", 1)[-1]
+    digits = task[2:]
+    index = int(digits) if digits.isdigit() else 0
+    return "compute", TRANSFORMATIONS[(index - 1) % len(TRANSFORMATIONS)], task
+
+
+def subworkflow_label(name):
+    """sub-workflow node pegasus-plan_ID0000005 -> the label of the workflow it runs (sub5)."""
+    return "sub%d" % int(name.rsplit("ID", 1)[-1])
+
+
+def dag_text(label, nodes, bindir, retries=0):
     lines = ["######################################################################",
              "# PEGASUS WMS GENERATED DAG FILE", "# DAG %s" % label, "# Index = 0, Count = null",
              "######################################################################",
@@ -27,7 +53,7 @@ def dag_text(label, nodes, bindir):
                   "SCRIPT POST %s %s/pegasus-exitcode  -r $RETURN -l %s-0.exitcode.log -M %s-0.cache.meta"
                   " -N    .//00/00/%s.out" % (name, bindir, label, label, name),
                   "PRIORITY %s %d" % (name, 10),
-                  "RETRY %s 0" % name,
+                  "RETRY %s %d" % (name, retries),
                   'VARS %s +DAGNodeRetry="$(RETRY)"' % name, ""]
     lines += ["PARENT  %s CHILD %s" % (a[0], b[0]) for a, b in zip(nodes, nodes[1:])]
     lines += ["######################################################################", "# End of DAG",
@@ -37,23 +63,31 @@ def dag_text(label, nodes, bindir):
 
 def job_sub_text(bd, name, site):
     submit_dir = bd["submit_dir"]
+    type_desc, xformation, _ = job_type(name)
     attrs = [("pegasus_generator", '"Pegasus"'), ("pegasus_root_wf_uuid", '"%s"' % bd["root_wf_uuid"]),
              ("pegasus_wf_uuid", '"%s"' % bd["wf_uuid"]), ("pegasus_version", '"%s"' % bd["planner_version"]),
              ("pegasus_wf_name", '"%s"' % bd["pegasus_wf_name"]), ("pegasus_wf_time", '"%s"' % bd["timestamp"]),
-             ("pegasus_wf_xformation", '"%s"' % name.rsplit("_ID", 1)[0]),
-             ("pegasus_wf_dag_job_id", '"%s"' % name), ("pegasus_job_class", "1"),
+             ("pegasus_wf_xformation", '"%s"' % xformation),
+             ("pegasus_wf_dag_job_id", '"%s"' % name), ("pegasus_job_class", "11" if type_desc == "dag" else "1"),
              ("pegasus_site", '"%s"' % site)]
     lines = ["######################################################################",
              "# PEGASUS WMS GENERATED SUBMIT FILE",
              "# DAG : %s, Index = 0, Count = null" % bd["dax_label"],
              "# SUBMIT FILE NAME : %s.sub" % name,
              "######################################################################",
-             "error = %s//00/00/%s.err" % (submit_dir, name),
-             "executable = /bin/true",
-             "log = %s/%s" % (submit_dir, bd["condor_log"]),
-             "notification = NEVER",
-             "output = %s//00/00/%s.out" % (submit_dir, name),
-             "universe = %s" % ("local" if site == "local" else "vanilla")]
+             "error = %s//00/00/%s.err" % (submit_dir, name)]
+    if type_desc == "dag":
+        sub_dir = "%s/00/00/%s_%s" % (submit_dir, subworkflow_label(name), name.rsplit("_", 1)[-1])
+        lines += ["executable = %s/pegasus-sim-dagman" % bd["bindir"],
+                  "arguments = -p 0 -f -l . -Dag %s-0.dag" % subworkflow_label(name),
+                  "initialdir = %s" % sub_dir,
+                  'environment = "_CONDOR_DAGMAN_LOG=%s/%s-0.dag.dagman.out"' % (sub_dir, subworkflow_label(name))]
+    else:
+        lines += ["executable = /bin/true"]
+    lines += ["log = %s/%s" % (submit_dir, bd["condor_log"]),
+              "notification = NEVER",
+              "output = %s//00/00/%s.out" % (submit_dir, name),
+              "universe = %s" % ("local" if site == "local" else "vanilla")]
     lines += ["+%s = %s" % kv for kv in attrs]
     lines += ["queue", "######################################################################",
               "# END OF SUBMIT FILE", "######################################################################"]
@@ -103,14 +137,14 @@ def pegasus_appended(bd, sites, bindir):
         'environment\t= "_CONDOR_MAX_DAGMAN_LOG=0 _CONDOR_DAGMAN_LOG=%s.dagman.out PEGASUS_METRICS=false "' % dag])
 
 
-def write_plan(submit_dir, bd, nodes, sites, bindir):
+def write_plan(submit_dir, bd, nodes, sites, bindir, retries=0):
     """All planner outputs except braindump.yml (written last, as the 'plan done' mark)."""
     os.makedirs(os.path.join(submit_dir, "00", "00"), exist_ok=True)
     for name, site in nodes:
         with open(os.path.join(submit_dir, "00", "00", name + ".sub"), "w") as f:
             f.write(job_sub_text(bd, name, site))
     with open(os.path.join(submit_dir, bd["dag"]), "w") as f:
-        f.write(dag_text(bd["dax_label"], nodes, bindir))
+        f.write(dag_text(bd["dax_label"], nodes, bindir, retries))
     with open(os.path.join(submit_dir, bd["dag"] + ".condor.sub"), "w") as f:
         f.write(dagman_sub_text(bd["dag"], bindir, pegasus_appended(bd, sites, bindir)))
     open(os.path.join(submit_dir, bd["notify"]), "a").close()

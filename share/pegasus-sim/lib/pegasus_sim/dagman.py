@@ -14,22 +14,23 @@ import signal
 import sys
 import time
 
-from . import CONDOR_VERSION, braindump, knobs, masterdb, osutil
+from . import CONDOR_VERSION, braindump, dagfiles, knobs, masterdb, osutil
 from . import dagman_out as out
 from .monitord import Monitord
 from .schedd import COMPLETED, HELD, REMOVED, RUNNING, Schedd, parse_submit
+from .stampede import Job, Stampede, path_of
 
 EVENT_STEPS = 4  # submit, execute, terminate, post script: the waits per node
 
 
-def main(argv):
+def main(argv, early=()):
     dag = argv[argv.index("-Dag") + 1] if "-Dag" in argv else None
     if not dag or not os.path.isfile(dag):
         sys.stderr.write("pegasus-sim-dagman: no readable -Dag file given\n")
         return 1
     m = re.search(r"condor_scheduniv_exec\.(\d+)\.", os.path.basename(argv[0]))
     cluster = int(m.group(1)) if m else int(os.environ.get("CONDOR_ID", "0").split(".")[0])
-    return DagRun(dag, cluster, argv).run()
+    return DagRun(dag, cluster, argv, early).run()
 
 
 def read_dag(path):
@@ -54,7 +55,7 @@ def rescue_done(path):
 
 
 class DagRun:
-    def __init__(self, dag, cluster, argv):
+    def __init__(self, dag, cluster, argv, early=()):
         self.dag, self.cluster, self.argv = dag, cluster, argv
         self.id = "%d.0" % cluster
         self.out = os.environ.get("_CONDOR_DAGMAN_LOG") or dag + ".dagman.out"
@@ -65,14 +66,18 @@ class DagRun:
         self.db = masterdb.path_for(props) if self.bd else None
         self.monitord = Monitord(".", self.bd.get("jsd")) if self.bd else None
         self.nodes = read_dag(dag)
-        self.sites = {name: parse_submit(sub)[1].get("pegasus_site", "local") for name, sub in self.nodes}
+        self.subs = {name: parse_submit(sub) for name, sub in self.nodes}
+        self.sites = {name: attrs.get("pegasus_site", "local") for name, (_, attrs) in self.subs.items()}
         self.done, self.failed = set(), None
         self.current, self.phase, self.node_id, self.seq = None, None, None, 0
+        self.stampede = Stampede(path_of(self.bd)) if self.bd else None
+        self.wf_id, self.job_ids, self.ji, self.exec_at, self.submits = None, {}, None, None, 0
+        self._started_ts = 0
         self.started = self.removed = self.hold_requested = False
-        self._signals()
+        self._signals(early)
 
     # -- signals and waiting ------------------------------------------------
-    def _signals(self):
+    def _signals(self, early=()):
         self.wake, w = os.pipe()
         os.set_blocking(w, False)
         os.set_blocking(self.wake, False)
@@ -81,16 +86,20 @@ class DagRun:
         signal.signal(signal.SIGUSR2, lambda *a: setattr(self, "hold_requested", True))
         # A caller that blocked these (a daemon thread's mask survives exec) must not mute condor_rm.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT})
+        if signal.SIGUSR1 in early:  # signals that came before these handlers
+            self.removed = True
+        if signal.SIGUSR2 in early:
+            self.hold_requested = True
 
     def wait(self, seconds):
-        """Sleep in simulated time, waking at once for condor_rm / condor_hold."""
-        deadline = time.monotonic() + seconds
+        """Sleep in simulated time (None: until condor_rm), waking at once for condor_rm / condor_hold."""
+        deadline = None if seconds is None else time.monotonic() + seconds
         while not self.removed:
             if self.hold_requested:
                 self.hold_requested = False
                 self._hold()
-            left = deadline - time.monotonic()
-            if left <= 0:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return
             select.select([self.wake], [], [], left)
             try:
@@ -115,6 +124,7 @@ class DagRun:
                                                                    out.stamp()), *extra)
         self.write(out.progress(0, self.counts(), held=held))
         self.jobstate((state, "%d.0" % self.node_id))
+        self.record([state], reason=extra[0].strip() if extra else None)
 
     # -- output helpers -----------------------------------------------------
     def write(self, text):
@@ -127,6 +137,12 @@ class DagRun:
         if self.monitord and self.current:
             site = self.sites.get(self.current, "local")
             self.monitord.job([(self.current, state, value, site, self.seq) for state, value in events])
+
+    def record(self, states, reason=None, **fields):
+        """The same events in the STAMPEDE DB: jobstate rows of the current instance, its fields."""
+        if self.stampede and self.ji is not None:
+            self.stampede.states(self.ji, states, time.time(), reason)
+            self.stampede.update(self.ji, **fields)
 
     def counts(self):
         total, done = len(self.nodes), len(self.done)
@@ -160,7 +176,8 @@ class DagRun:
             self.die()
         fail = knobs.attempt_fails(self.knobs, self.attempt, "RUN_FAIL")
         pending = [n for n in self.nodes if n[0] not in self.done]
-        dt = self._run_budget() / max(1, EVENT_STEPS * len(pending))
+        retries = self.knobs["JOB_FAILURES"]
+        dt = self._run_budget() / max(1, EVENT_STEPS * (len(pending) + retries))
         fail_at = max(len(self.nodes) // 2, len(self.nodes) - len(pending))
         for index, (name, sub) in enumerate(self.nodes):
             if self.removed or self.failed:
@@ -169,7 +186,12 @@ class DagRun:
                 continue
             if os.path.exists(self.dag + ".halt"):
                 return self.finish(1, 6, ["Exiting because DAG is halted and no jobs or scripts are running"])
-            self.run_node(name, sub, fail and index == fail_at, dt)
+            tries = 1 + (retries if index == fail_at else 0)
+            for attempt in range(1, tries + 1):
+                fails = index == fail_at and (fail or attempt <= retries)
+                if not self.run_node(name, sub, fails, dt, retry=attempt < tries):
+                    break
+                self.log("Retrying node %s (retry #%d of %d)..." % (name, attempt, retries))
         if self.removed:
             return self.finish(2, 4, ["Received SIGUSR1", "Aborting DAG..."])
         if self.failed:
@@ -210,9 +232,30 @@ class DagRun:
                               "Dag contains %d total jobs" % len(self.nodes), "Bootstrapping...",
                               "Number of pre-completed nodes: %d" % len(self.done)]))
         if self.monitord:
-            self.db_call(masterdb.workflow_started, self.bd, self.attempt - 1)
+            self.stampede.prepare()  # the file the master row's db_url names exists first
+            ts = self.db_call(masterdb.workflow_started, self.bd, self.attempt - 1) or int(time.time())
+            self.stampede_start(ts, previous and out.summarize(previous[-1])["exit"] is None)
         osutil.write_atomic(self.dag + ".lock", "%d\n" % os.getpid())
         self.write(out.progress(0, self.counts()) + out.lines("Registering condor_event_timer..."))
+
+    def stampede_start(self, ts, after_sudden_death):
+        """Workflow, jobs and tasks (first run), then WORKFLOW_STARTED, as monitord's stampede loader."""
+        self._started_ts = ts
+        bd = dict(self.bd, db_url=masterdb.stampede_url(self.bd))
+        self.wf_id = self.stampede.workflow(bd, [self.job(name) for name, _ in self.nodes])
+        if self.wf_id is None:
+            return
+        self.job_ids = self.stampede.job_ids(self.wf_id)
+        if after_sudden_death:
+            self.stampede.workflow_state(self.wf_id, "WORKFLOW_TERMINATED", ts - 1, self.attempt - 2, 2)
+        self.stampede.workflow_state(self.wf_id, "WORKFLOW_STARTED", ts, self.attempt - 1)
+
+    def job(self, name):
+        type_desc, xformation, task = dagfiles.job_type(name)
+        commands = self.subs.get(name, ({}, {}))[0]
+        argv = commands.get("arguments") or ("-i f.a -o f.%s" % (task or name)[-1].lower() if task else None)
+        return Job(name, type_desc, xformation, task, commands.get("executable", "/bin/true"), argv,
+                   self.knobs["JOB_FAILURES"])
 
     def header(self):
         args = ["condor_scheduniv_exec.%s" % self.id] + self.argv[1:]
@@ -249,32 +292,51 @@ class DagRun:
         self.current, self.phase = name, "queued"
         self.node_id = self.schedd.new_cluster()
         self.seq += 1
+        self.submits += 1
         self.log("Submitting HTCondor Node %s job(s)..." % name,
                  "Submitting node %s from file %s using direct job submission" % (name, sub),
                  "\tassigned HTCondor ID (%d.0.0)" % self.node_id, "Just submitted 1 job this cycle...")
         self.write(out.progress(0, self.counts()))
         self.jobstate(("SUBMIT", "%d.0" % self.node_id))
+        self.try_no = len(glob.glob(glob.escape(os.path.join("00", "00", name)) + ".out.[0-9][0-9][0-9]"))
+        self.ji = None
+        if self.stampede and name in self.job_ids:
+            base = os.path.join("00", "00", "%s.%%s.%03d" % (name, self.try_no))
+            self.ji = self.stampede.submit(self.job_ids[name], self.seq, "%d.0" % self.node_id,
+                                           self.sites.get(name, "local"), os.getcwd(), base % "out",
+                                           base % "err", time.time())
 
-    def run_node(self, name, sub, fail, dt):
-        """One node through submit, execute, terminate and POST (stops early on condor_rm)."""
+    def run_node(self, name, sub, fail, dt, retry=False):
+        """One try of a node through submit, execute, terminate and POST (stops early on condor_rm).
+        True when it failed and DAGMan retries it (`retry`: a retry is left)."""
         self.submit(name, sub)
         ev = "Event: %%s for HTCondor Node %s (%d.0.0) {%%s}" % (name, self.node_id)
         cid = "%d.0" % self.node_id
+        if self.submits == self.knobs["STALL_AT"]:
+            self.wait(None)  # this job never ends: only condor_rm gets us out
         for step in range(3):
             self.wait(dt)
             if self.removed:
                 self.jobstate(("JOB_ABORTED", cid))
-                return
+                self.record(["JOB_ABORTED"])
+                return False
             if step == 0:
                 self.log("Currently monitoring 1 HTCondor log file(s)", ev % ("ULOG_SUBMIT", out.stamp()),
                          "Number of idle job procs: 1", ev % ("ULOG_EXECUTE", out.stamp()),
                          "Number of idle job procs: 0")
                 self.jobstate(("EXECUTE", cid))
+                self.exec_at = time.time()
+                host = self.stampede.host(self.wf_id, self.sites.get(name, "local")) if self.ji else None
+                self.record(["EXECUTE"], host_id=host)
+                if dagfiles.job_type(name)[0] == "dag":
+                    from .subwf import SubWorkflow  # only hierarchical plans need it
+                    fail = not SubWorkflow(self, name, self.subs[name][0]).run(fail, dt)
             elif step == 1:
                 self.terminate(name, ev, cid, fail)
             else:
-                self.post(name, ev, cid, fail)
+                self.post(name, ev, cid, fail, retry)
         self.wait(dt)
+        return fail and retry
 
     def terminate(self, name, ev, cid, fail):
         self.write_job_files(name, fail)
@@ -287,21 +349,31 @@ class DagRun:
         self.write(out.progress(0, self.counts()))
         self.jobstate(("JOB_TERMINATED", cid), ("JOB_FAILURE", 2) if fail else ("JOB_SUCCESS", 0),
                       ("POST_SCRIPT_STARTED", cid))
+        if self.ji is not None:
+            now = time.time()
+            start = self.exec_at or now
+            base = os.path.join("00", "00", "%s.%%s.%03d" % (name, self.try_no))
+            self.record(["JOB_TERMINATED", "JOB_FAILURE" if fail else "JOB_SUCCESS", "POST_SCRIPT_STARTED"],
+                        local_duration=round(now - start, 3), stdout_text=osutil.read_text(base % "out"),
+                        stderr_text=osutil.read_text(base % "err"))
+            self.stampede.invocation(self.wf_id, self.ji, self.job(name), start, now - start, 2 if fail else 0)
 
-    def post(self, name, ev, cid, fail):
+    def post(self, name, ev, cid, fail, retry=False):
         self.phase = None
-        if fail:
+        if fail and not retry:
             self.failed = name
-        else:
+        elif not fail:
             self.done.add(name)
         result = (["POST Script of node %s failed with status 1" % name, "POST for Node %s returned 1" % name]
                   if fail else ["POST Script of node %s completed successfully." % name])
         self.log("Currently monitoring 1 HTCondor log file(s)",
                  ev % ("ULOG_POST_SCRIPT_TERMINATED", out.stamp()), *result)
-        self.write(out.progress(2 if fail else 0, self.counts()))
+        self.write(out.progress(2 if fail and not retry else 0, self.counts()))
         self.jobstate(("POST_SCRIPT_TERMINATED", cid),
                       ("POST_SCRIPT_FAILURE", 1) if fail else ("POST_SCRIPT_SUCCESS", cid))
-        if not fail:
+        self.record(["POST_SCRIPT_TERMINATED", "POST_SCRIPT_FAILURE" if fail else "POST_SCRIPT_SUCCESS"],
+                    exitcode=1 if fail else 0)
+        if not fail or retry:
             self.current = None
 
     def write_job_files(self, name, fail):
@@ -312,7 +384,8 @@ class DagRun:
         osutil.write_atomic("%s.out.%03d" % (base, n), "pegasus-sim: node %s ran on %s (DAGMan %s)\n"
                             % (name, osutil.hostname(), self.id))
         osutil.write_atomic("%s.err.%03d" % (base, n), "pegasus-sim: simulated failure of %s: exit status 2"
-                            " (PEGASUS_SIM_RUN_FAIL / PEGASUS_SIM_RUN_FAIL_ATTEMPTS)\n" % name if fail else "")
+                            " (PEGASUS_SIM_RUN_FAIL / PEGASUS_SIM_RUN_FAIL_ATTEMPTS / PEGASUS_SIM_JOB_FAILURES)\n"
+                            % name if fail else "")
 
     def failure_report(self):
         return ["ERROR: the following job(s) failed:",
@@ -344,6 +417,9 @@ class DagRun:
         if self.monitord:
             self.monitord.internal("DAGMAN_FINISHED", code)
             self.db_call(masterdb.workflow_terminated, self.bd["wf_uuid"], self.attempt - 1, code)
+            if self.wf_id is not None:
+                self.stampede.workflow_state(self.wf_id, "WORKFLOW_TERMINATED", max(int(time.time()), self._started_ts),
+                                             self.attempt - 1, code)
             self.monitord.finished(0)
         osutil.remove(self.dag + ".lock")
         self.leave_queue(code)

@@ -112,19 +112,34 @@ def plan_epoch(bd):
         return int(time.time())
 
 
+def workflow_planned(path, bd):
+    """The master_workflow row alone (kept on re-runs), as monitord's first pass writes it
+    when pegasus-dagman starts it, before DAGMan parses the DAG; -> its wf_id."""
+    conn = connect(path)
+    try:
+        with _write(conn):
+            return _add_workflow(conn, bd)
+    finally:
+        conn.close()
+
+
+def _add_workflow(conn, bd):
+    conn.execute(
+        "INSERT OR IGNORE INTO master_workflow (wf_uuid, dax_label, dax_version, dax_file,"
+        " dag_file_name, timestamp, submit_hostname, submit_dir, planner_arguments, user,"
+        " grid_dn, planner_version, db_url, archived) VALUES (?,?,?,?,?,?,?,?,NULL,?,?,?,?,0)",
+        (bd["wf_uuid"], bd.get("dax_label"), bd.get("dax_version"), bd.get("dax"),
+         bd.get("dag"), plan_epoch(bd), bd.get("submit_hostname"), bd.get("submit_dir"),
+         bd.get("user"), bd.get("grid_dn"), bd.get("planner_version"), stampede_url(bd)))
+    return _wf_id(conn, bd["wf_uuid"])
+
+
 def workflow_started(path, bd, restart_count, now=None):
     """master_workflow row (kept on re-runs) + WORKFLOW_STARTED; returns the row's timestamp."""
     conn = connect(path)
     try:
         with _write(conn):
-            conn.execute(
-                "INSERT OR IGNORE INTO master_workflow (wf_uuid, dax_label, dax_version, dax_file,"
-                " dag_file_name, timestamp, submit_hostname, submit_dir, planner_arguments, user,"
-                " grid_dn, planner_version, db_url, archived) VALUES (?,?,?,?,?,?,?,?,NULL,?,?,?,?,0)",
-                (bd["wf_uuid"], bd.get("dax_label"), bd.get("dax_version"), bd.get("dax"),
-                 bd.get("dag"), plan_epoch(bd), bd.get("submit_hostname"), bd.get("submit_dir"),
-                 bd.get("user"), bd.get("grid_dn"), bd.get("planner_version"), stampede_url(bd)))
-            wf_id = _wf_id(conn, bd["wf_uuid"])
+            wf_id = _add_workflow(conn, bd)
             ts = _next_ts(conn, wf_id, now)
             conn.execute("INSERT INTO master_workflowstate (wf_id, state, timestamp, restart_count,"
                          " status, reason) VALUES (?, 'WORKFLOW_STARTED', ?, ?, NULL, NULL)",

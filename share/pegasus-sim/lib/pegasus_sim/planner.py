@@ -143,8 +143,8 @@ def write_submit_dir(submit_dir, basedir, workflow, label, props, opts, argv, va
         "notify": "%s-0.notify" % label,
     }
     braindump.write_properties(os.path.join(submit_dir, prop_file), props)
-    dagfiles.write_plan(submit_dir, bd, dagfiles.node_names(label, values["JOBS"], sites), sites,
-                        osutil.BINDIR)
+    nodes = dagfiles.node_names(label, values["JOBS"], sites, values["SUBWORKFLOWS"])
+    dagfiles.write_plan(submit_dir, bd, nodes, sites, osutil.BINDIR, values["JOB_FAILURES"])
     braindump.write(submit_dir, bd)
     return bd
 

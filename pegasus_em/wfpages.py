@@ -1,0 +1,674 @@
+"""The workflow pages of the dashboard: the list of root workflows, workflow,
+job and invocation details, statistics, charts and the submit-dir browser.
+
+A mixin of `dashboard.Dashboard`: handlers take the request and the URL's
+groups and return a `View` (JSON data + HTML body) or a raw response.
+"""
+
+import collections
+import stat
+import time
+
+from . import browse, charts, pages, stampede
+from .errors import BadRequest
+from .masterdb import Unavailable
+from .pages import Column, Markup, dl, escape, link, notice, section, state_badge, table
+
+STATE_LABELS = {stampede.RUNNING: "Running", stampede.SUCCESSFUL: "Successful",
+                stampede.FAILED: "Failed", stampede.DIED: "DAGMan died",
+                stampede.NOT_STARTED: "Not started"}
+CARD_CLASSES = {stampede.RUNNING: "c-running", stampede.SUCCESSFUL: "c-ok",
+                stampede.FAILED: "c-fail", stampede.DIED: "c-fail", stampede.NOT_STARTED: "c-idle"}
+WINDOWS = {"day": 86400, "week": 7 * 86400, "month": 31 * 86400, "year": 366 * 86400}
+SORTS = {"submitted": lambda r: (r["timestamp"] or 0, r["wf_id"] or 0),
+         "label": lambda r: ((r["dax_label"] or "").lower(), r["wf_id"] or 0),
+         "state": lambda r: (r["state"], -(r["timestamp"] or 0)),
+         "host": lambda r: ((r["submit_hostname"] or "").lower(), -(r["timestamp"] or 0))}
+LIST_FIELDS = ("wf_id", "wf_uuid", "dax_label", "state", "reason", "timestamp", "submit_hostname",
+               "submit_dir", "user", "last_state", "status", "restart_count", "ensemble", "href")
+JOB_TABS = (("failed", "Failed"), ("failing", "Failing"), ("running", "Running"),
+            ("successful", "Successful"))
+LIST_LIMIT = 1000
+JOB_LIMIT = 100
+REFRESH = 10
+
+
+class Context:
+    """A workflow page's subject: the root (master row), its STAMPEDE DB and the workflow."""
+
+    __slots__ = ("m", "root", "db", "root_id", "wf", "states", "state", "reason", "problem")
+
+
+class WorkflowPages:
+
+    # ---- the list --------------------------------------------------------------------
+
+    def workflow_list(self, req):
+        text = req.args.get("q", "").strip()
+        window = req.args.get("window", "all")
+        if window not in WINDOWS and window != "all":
+            raise BadRequest("window must be day, week, month, year or all")
+        since = time.time() - WINDOWS[window] if window in WINDOWS else None
+        state = req.args.get("state", "")
+        if state and state not in STATE_LABELS:
+            raise BadRequest("state must be one of %s" % ", ".join(STATE_LABELS))
+        sort = req.args.get("sort", "-submitted")
+        if sort.lstrip("-") not in SORTS:
+            raise BadRequest("sort must be one of %s (- for descending)" % ", ".join(SORTS))
+        offset = req.int_arg("offset")
+        limit = req.int_arg("limit", LIST_LIMIT, 1, 100000)
+        rows, problem = self._root_rows(req, text, since)
+        counts = collections.Counter(r["state"] for r in rows)
+        shown = sorted((r for r in rows if r["state"] == state) if state else rows,
+                       key=SORTS[sort.lstrip("-")], reverse=sort.startswith("-"))
+        page_rows = shown[offset:offset + limit]
+        prefix = req.url("r", "")
+        for r in page_rows:
+            if r.get("ensemble") is None:
+                r["href"] = prefix + str(r["wf_id"])
+        if req.json:
+            page_rows = [{k: r.get(k) for k in LIST_FIELDS} for r in page_rows]
+        data = {"counts": dict({s: counts.get(s, 0) for s in STATE_LABELS}, total=len(rows)),
+                "filter": {"q": text, "window": window, "state": state, "sort": sort},
+                "total": len(shown), "offset": offset, "limit": limit, "workflows": page_rows}
+        if problem:
+            data["notice"] = problem
+        body = [self._list_filter(req, text, window, state, sort)]
+        cards = [("All", len(rows), req.here(state=None, offset=None), "c-all", not state)]
+        cards += [(label, counts.get(s, 0), req.here(state=s, offset=None), CARD_CLASSES[s],
+                   state == s) for s, label in STATE_LABELS.items()]
+        body.append(pages.cards(cards))
+        if problem:
+            body.append(notice(problem, "warn"))
+        filtered = bool(text or state or since is not None)
+        body.append(pages.table(self._list_columns(), page_rows,
+                                empty="No workflows match." if filtered else "No workflows yet."))
+        body.append(pages.pager(len(shown), offset, limit, lambda o: req.here(offset=o)))
+        live = counts.get(stampede.RUNNING, 0) > 0
+        return self.view("Workflows", data, pages.join(body), refresh=REFRESH if live else None)
+
+    def _root_rows(self, req, text, since):
+        """Root workflows of the master DB (rows shared with the cache: only `href` is set
+        on them) and the ensemble workflows planned but never started."""
+        problem = None
+        try:
+            rows = self.workflows.roots(req.home, text or None, since)
+        except Unavailable as e:
+            rows, problem = [], ("%s. Workflows appear here once pegasus-run starts them."
+                                 % e.message)
+        except stampede.SchemaProblem as e:
+            rows, problem = [], "The master database cannot be read: %s" % e.message
+        needle = text.casefold()
+        extra = []
+        filtered = bool(text) or since is not None
+        known = self._known_uuids(req) if filtered else set(r["wf_uuid"] for r in rows)
+        for w in self.ensembles.not_started(req.home, known):
+            hay = " ".join(str(w[k] or "") for k in ("name", "submit_dir", "wf_uuid", "ensemble"))
+            if (needle and needle not in hay.casefold()) or \
+                    (since is not None and w["created"] < since):
+                continue
+            extra.append({
+                "wf_id": None, "wf_uuid": w["wf_uuid"], "state": stampede.NOT_STARTED,
+                "dax_label": "%s.%s" % (w["ensemble"], w["name"]),
+                "reason": "planned by the ensemble manager (%s); no DAGMan has started it yet"
+                          % w["em_state"],
+                "timestamp": w["created"], "submit_hostname": None, "submit_dir": w["submit_dir"],
+                "user": None, "ensemble": w["ensemble"],
+                "href": req.url("ensembles", w["ensemble"], "workflows", w["name"])})
+        return (rows + extra if extra else rows), problem
+
+    def _known_uuids(self, req):
+        try:
+            return set(r["wf_uuid"] for r in self.workflows.roots(req.home))
+        except (Unavailable, stampede.SchemaProblem):
+            return set()
+
+    def _list_filter(self, req, text, window, state, sort):
+        options = _options(window, (("all", "any time"), ("day", "last day"),
+                                    ("week", "last week"), ("month", "last month"),
+                                    ("year", "last year")))
+        sorts = _options(sort, (("-submitted", "newest first"), ("submitted", "oldest first"),
+                                ("label", "label"), ("state", "state"), ("host", "submit host")))
+        return Markup(
+            '<form class="filter" method="get" action="%s" role="search">'
+            '<label>Filter <input type="search" name="q" value="%s" '
+            'placeholder="label, directory, host, uuid"></label> '
+            '<label>Submitted <select name="window">%s</select></label> '
+            '<label>Sort <select name="sort">%s</select></label>%s '
+            '<button type="submit">Apply</button></form>'
+            % (escape(req.url()), escape(text), options, sorts,
+               pages.hidden("state", state) if state else ""))
+
+    @staticmethod
+    def _list_columns():
+        """Every cell sorts as shown (dates are ISO-like), so no data-sort keys: the list
+        can have 10,000 rows."""
+        return [
+            Column("Label", lambda r: link(r["href"], r["dax_label"] or r["wf_uuid"])),
+            Column("State", lambda r: Markup('%s <span class="why">%s</span>' % (
+                state_badge(r["state"], STATE_LABELS[r["state"]]),
+                escape(r["reason"] if r["state"] not in _QUIET else "")))),
+            Column("Submitted", lambda r: pages.when(r["timestamp"])),
+            Column("Submit host", lambda r: r["submit_hostname"] or "-"),
+            Column("Submit directory", lambda r: _path(r["submit_dir"])),
+        ]
+
+    # ---- one workflow ----------------------------------------------------------------
+
+    def context(self, req, m, w=None, need_stampede=True):
+        ctx = Context()
+        ctx.m = m
+        ctx.root = self.workflows.root(req.home, m)
+        ctx.db = ctx.root_id = ctx.wf = ctx.problem = None
+        ctx.states = []
+        try:
+            ctx.db, ctx.root_id = self.workflows.stampede(ctx.root)
+        except (Unavailable, stampede.SchemaProblem) as e:
+            if need_stampede:
+                raise
+            ctx.problem = e.message
+            ctx.state, ctx.reason = ctx.root["state"], ctx.root["reason"]
+            return ctx
+        ctx.wf = self.workflows.workflow(ctx.db, ctx.root_id, w if w is not None else ctx.root_id)
+        ctx.states = self.workflows.workflow_states(ctx.db, ctx.wf["wf_id"])
+        if ctx.wf["wf_id"] == ctx.root_id:
+            ctx.state, ctx.reason = ctx.root["state"], ctx.root["reason"]
+        else:
+            ctx.state, ctx.reason = self.workflows.progress(ctx.states)
+        return ctx
+
+    def wf_url(self, req, ctx, *parts, **query):
+        wf_id = ctx.wf["wf_id"] if ctx.wf else "root"
+        return req.url("r", ctx.root["wf_id"], "w", wf_id, *parts, **query)
+
+    def crumbs(self, req, ctx, *more):
+        root = ctx.root
+        out = [(root["dax_label"] or root["wf_uuid"], req.url("r", root["wf_id"]), False)]
+        if ctx.wf and ctx.wf["wf_id"] != ctx.root_id:
+            out.append((ctx.wf["dax_label"] or ctx.wf["wf_uuid"], self.wf_url(req, ctx), False))
+        return out + list(more)
+
+    def root_details(self, req, m):
+        return self.workflow_details(req, m, None)
+
+    def workflow_details(self, req, m, w):
+        ctx = self.context(req, m, w, need_stampede=w is not None)
+        if ctx.wf is None:
+            return self._root_only(req, ctx)
+        wf_id = ctx.wf["wf_id"]
+        counts = self.workflows.job_counts(ctx.db, [wf_id])
+        now = time.time()
+        wall, since = self.workflows.wall_time(ctx.states, now)
+        cumulative = self.workflows.cumulative_time(ctx.db, [wf_id])
+        subs = self.workflows.sub_workflows(ctx.db, wf_id) if ctx.wf["children"] else []
+        tab = req.args.get("tab") or self._default_tab(counts, subs)
+        offset = req.int_arg("offset")
+        if tab == "sub":
+            rows, total = subs, len(subs)
+        elif tab in dict(JOB_TABS):
+            rows, total = self.workflows.jobs(ctx.db, wf_id, tab, JOB_LIMIT, offset)
+        else:
+            raise BadRequest("tab must be sub, failed, failing, running or successful")
+        for r in rows:
+            self._job_links(req, ctx, r) if tab != "sub" else r.update(
+                href=req.url("r", ctx.root["wf_id"], "w", r["wf_id"]))
+        data = {"workflow": ctx.wf, "root": _root_json(ctx.root), "state": ctx.state,
+                "reason": ctx.reason, "type": "root-wf" if wf_id == ctx.root_id else "sub-wf",
+                "states": ctx.states,
+                "wall_time": wall, "running_since": since, "cumulative_wall_time": cumulative,
+                "job_counts": counts, "tab": tab, "total": total, "offset": offset,
+                ("sub_workflows" if tab == "sub" else "jobs"): rows}
+        body = [self._facts(req, ctx, wall, since, cumulative), self._status_chart(counts),
+                self._wf_links(req, ctx), self._job_tabs(req, counts, subs, tab)]
+        if tab == "sub":
+            body.append(table(self._sub_columns(), rows, empty="No sub-workflows."))
+        else:
+            body.append(table(self._job_columns(), rows, empty="No %s jobs." % tab))
+            body.append(pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o)))
+        title = ctx.wf["dax_label"] or ctx.wf["wf_uuid"]
+        return self.view(title, data, pages.join(body),
+                         crumbs=self.crumbs(req, ctx)[:-1] + [(title, None, True)],
+                         refresh=REFRESH if ctx.state == stampede.RUNNING else None)
+
+    def _root_only(self, req, ctx):
+        """A root workflow whose STAMPEDE DB cannot be read: what the master DB knows."""
+        root = ctx.root
+        data = {"root": _root_json(root), "state": ctx.state, "reason": ctx.reason,
+                "notice": ctx.problem,
+                "states": self.workflows.root_states(req.home, root["wf_id"])}
+        body = [notice(ctx.problem, "warn"),
+                dl([("Label", root["dax_label"]),
+                    ("State", self._state_html(ctx.state, ctx.reason)),
+                    ("Workflow UUID", root["wf_uuid"]), ("Submit host", root["submit_hostname"]),
+                    ("User", root["user"]), ("Submit directory", self._dir_link(req, root)),
+                    ("Planned", pages.when(root["timestamp"])),
+                    ("STAMPEDE database", root["db_url"])]),
+                section("Runs", table([Column("State", lambda s: s["state"]),
+                                       Column("Time", lambda s: pages.when(s["timestamp"])),
+                                       Column("Restart", lambda s: s["restart_count"],
+                                              numeric=True),
+                                       Column("Status", lambda s: s["status"], numeric=True)],
+                                      data["states"], empty="No run has started."))]
+        title = root["dax_label"] or root["wf_uuid"]
+        return self.view(title, data, pages.join(body), crumbs=[(title, None, True)],
+                         refresh=REFRESH if ctx.state == stampede.RUNNING else None)
+
+    @staticmethod
+    def _default_tab(counts, subs):
+        for key in ("failed", "failing", "running"):
+            if counts[key]["all"]:
+                return key
+        return "sub" if subs else "successful"
+
+    @staticmethod
+    def _state_html(state, reason):
+        return Markup('%s <span class="why">%s</span>'
+                      % (state_badge(state, STATE_LABELS.get(state, state)), escape(reason)))
+
+    @staticmethod
+    def _dir_link(req, root):
+        if not root["submit_dir"]:
+            return "-"
+        return link(req.url("r", root["wf_id"], "w", "root", "files"), root["submit_dir"],
+                    class_="path")
+
+    def _facts(self, req, ctx, wall, since, cumulative):
+        wf, root = ctx.wf, ctx.root
+        is_root = wf["wf_id"] == ctx.root_id
+        kind = "root workflow" if is_root else Markup("sub-workflow of %s" % link(
+            req.url("r", root["wf_id"], "w", wf["parent_wf_id"]), "its parent"))
+        dagman = (wf["dag_file_name"] or "") + ".dagman.out" if wf["dag_file_name"] else None
+        files = lambda *p: self.wf_url(req, ctx, "files", *p)  # noqa: E731
+        restarts = max([s.get("restart_count") or 0 for s in ctx.states] or [0])
+        wall_text = pages.duration(wall)
+        if since is not None:
+            wall_text = "%s (running since %s)" % (wall_text, pages.when(since))
+        return dl([("Label", wf["dax_label"]), ("Type", kind),
+                   ("Progress", self._state_html(ctx.state, ctx.reason)),
+                   ("Submit host", wf.get("submit_hostname")), ("User", wf.get("user")),
+                   ("Submit directory", link(files(), wf["submit_dir"], class_="path")
+                    if wf.get("submit_dir") else "-"),
+                   ("DAGMan output", link(files(dagman), dagman) if dagman else "-"),
+                   ("Workflow UUID", wf["wf_uuid"]), ("Planner", wf.get("planner_version")),
+                   ("Planned", pages.when(wf.get("timestamp"))), ("Restarts", restarts),
+                   ("Wall time", wall_text),
+                   ("Cumulative job wall time", pages.duration(cumulative))])
+
+    @staticmethod
+    def _status_chart(counts):
+        c = lambda k: counts[k]["all"]  # noqa: E731
+        parts = [("Successful", c("successful"), "ok"), ("Failed", c("failed"), "fail"),
+                 ("Failing", c("failing"), "failing"),
+                 ("Running", c("running") - c("failing"), "run"),
+                 ("Unsubmitted", c("unsubmitted"), "idle")]
+        return section("Jobs (%d)" % c("total"), charts.status_bar(parts, "Job status"))
+
+    def _wf_links(self, req, ctx):
+        items = [("Statistics", self.wf_url(req, ctx, "statistics")),
+                 ("Charts", self.wf_url(req, ctx, "charts")),
+                 ("Files", self.wf_url(req, ctx, "files"))]
+        return Markup('<p class="links">%s</p>'
+                      % " \u00b7 ".join(str(link(h, t)) for t, h in items))
+
+    def _job_tabs(self, req, counts, subs, current):
+        items = []
+        if subs:
+            items.append(("Sub-workflows", len(subs), req.here(tab="sub", offset=None),
+                          current == "sub"))
+        for key, label in JOB_TABS:
+            items.append((label, counts[key]["all"], req.here(tab=key, offset=None),
+                          current == key))
+        return pages.tabs(items)
+
+    def _job_links(self, req, ctx, r):
+        base = ("r", ctx.root["wf_id"], "w", ctx.wf["wf_id"], "j", r["job_id"])
+        r["href"] = req.url(*base)
+        r["instance_href"] = req.url(*(base + ("ji", r["job_instance_id"])))
+        r["stdout_href"] = req.url(*(base + ("ji", r["job_instance_id"], "stdout")))
+        r["stderr_href"] = req.url(*(base + ("ji", r["job_instance_id"], "stderr")))
+        if r.get("subwf_id"):
+            r["sub_workflow_href"] = req.url("r", ctx.root["wf_id"], "w", r["subwf_id"])
+
+    @staticmethod
+    def _job_columns():
+        return [
+            Column("Job", lambda r: link(r["href"], r["exec_job_id"]),
+                   key=lambda r: r["exec_job_id"]),
+            Column("Type", lambda r: r["type_desc"]),
+            Column("Tries", lambda r: r["tries"], key=lambda r: r["tries"], numeric=True),
+            Column("Exit code", lambda r: "-" if r["exitcode"] is None else r["exitcode"],
+                   key=lambda r: -1 if r["exitcode"] is None else r["exitcode"], numeric=True),
+            Column("Site", lambda r: r["site"] or "-"),
+            Column("Host", lambda r: r["hostname"] or "-"),
+            Column("Submitted", lambda r: pages.when(r["submitted"]),
+                   key=lambda r: r["submitted"] or 0),
+            Column("Duration", lambda r: pages.duration(r["local_duration"]),
+                   key=lambda r: r["local_duration"] or 0, numeric=True),
+            Column("Output", _output_links),
+        ]
+
+    def _sub_columns(self):
+        return [
+            Column("Label", lambda r: link(r["href"], r["dax_label"] or r["wf_uuid"]),
+                   key=lambda r: r["dax_label"] or ""),
+            Column("State", lambda r: self._state_html(
+                r["state"], r["reason"] if r["state"] == stampede.FAILED else ""),
+                key=lambda r: r["state"]),
+            Column("Planned", lambda r: pages.when(r["timestamp"]),
+                   key=lambda r: r["timestamp"] or 0),
+            Column("Submit directory", lambda r: _path(r["submit_dir"])),
+        ]
+
+    # ---- jobs, instances, invocations --------------------------------------------------
+
+    def job_details(self, req, m, w, job_id):
+        ctx = self.context(req, m, w)
+        instances = self.workflows.instances(ctx.db, int(job_id))
+        if not instances:
+            job = self.workflows.job(ctx.db, ctx.wf["wf_id"], int(job_id))
+            return self._job_page(req, ctx, job, instances, None)
+        return self.instance_details(req, m, w, job_id, instances[-1]["job_instance_id"])
+
+    def instance_details(self, req, m, w, job_id, ji):
+        ctx = self.context(req, m, w)
+        job = self.workflows.job(ctx.db, ctx.wf["wf_id"], int(job_id))
+        instances = self.workflows.instances(ctx.db, int(job_id))
+        instance = self.workflows.instance(ctx.db, int(job_id), int(ji))
+        return self._job_page(req, ctx, job, instances, instance)
+
+    def _job_page(self, req, ctx, job, instances, instance):
+        base = ("r", ctx.root["wf_id"], "w", ctx.wf["wf_id"], "j", job["job_id"])
+        for i in instances:
+            i["href"] = req.url(*(base + ("ji", i["job_instance_id"])))
+        data = {"job": job, "instances": instances, "instance": instance}
+        body = []
+        facts = [("Job", job["exec_job_id"]), ("Type", job["type_desc"]),
+                 ("Submit file", self._maybe_file(req, ctx, job["submit_file"])),
+                 ("Executable", job.get("executable")), ("Arguments", job.get("argv")),
+                 ("Maximum retries", job.get("max_retries")), ("Tries", len(instances))]
+        title = job["exec_job_id"]
+        if instance is None:
+            body.append(notice("This job has not been submitted yet.", "info"))
+            body.append(dl(facts))
+            return self.view(title, data, pages.join(body),
+                             crumbs=self.crumbs(req, ctx, (title, None, True)))
+        ji = instance["job_instance_id"]
+        states = self.workflows.jobstates(ctx.db, ji)
+        invocations = self.workflows.invocations(ctx.db, ctx.wf["wf_id"], ji)
+        for i in invocations:
+            i["href"] = req.url(*(base + ("ji", ji, "i", i["invocation_id"])))
+        data.update(states=states, invocations=invocations)
+        code = instance["exitcode"]
+        try_no = [i["job_instance_id"] for i in instances].index(ji) + 1
+        facts += [("Try shown", "%s (submit sequence %s)" % (try_no, instance["job_submit_seq"])),
+                  ("Exit code", "running" if code is None else code),
+                  ("HTCondor id", instance.get("sched_id")), ("Site", instance.get("site")),
+                  ("Host", instance.get("hostname")),
+                  ("Working directory", instance.get("work_dir")),
+                  ("Duration", pages.duration(instance.get("local_duration"))),
+                  ("stdout file", self._maybe_file(req, ctx, instance.get("stdout_file"))),
+                  ("stderr file", self._maybe_file(req, ctx, instance.get("stderr_file")))]
+        if instance.get("subwf_id"):
+            sub = req.url("r", ctx.root["wf_id"], "w", instance["subwf_id"])
+            facts.append(("Sub-workflow", link(sub, "workflow %s" % instance["subwf_id"])))
+        body.append(dl(facts))
+        t0 = float(states[0]["timestamp"]) if states else 0.0
+        body.append(section("State timeline", table(
+            [Column("State", lambda s: s["state"]),
+             Column("Time", lambda s: pages.when(s["timestamp"])),
+             Column("+", lambda s: "+%.1f s" % (float(s["timestamp"]) - t0), numeric=True),
+             Column("Reason", lambda s: s["reason"] or "")],
+            states, sortable=False, empty="No states yet.")))
+        body.append(section("Tries", table(
+            [Column("Try", lambda i: link(i["href"], i["job_submit_seq"])
+                    if i["job_instance_id"] != ji
+                    else Markup("<strong>%s</strong>" % escape(i["job_submit_seq"]))),
+             Column("HTCondor id", lambda i: i["sched_id"]),
+             Column("Exit code", lambda i: "running" if i["exitcode"] is None else i["exitcode"]),
+             Column("Host", lambda i: i["hostname"] or "-"),
+             Column("Duration", lambda i: pages.duration(i["local_duration"]), numeric=True)],
+            instances, sortable=False)))
+        body.append(section("Invocations", table(
+            [Column("Task", lambda i: link(i["href"], i["abs_task_id"] or i["transformation"])),
+             Column("Transformation", lambda i: i["transformation"]),
+             Column("Exit code", lambda i: i["exitcode"], numeric=True),
+             Column("Start", lambda i: pages.when(i["start_time"])),
+             Column("Duration", lambda i: pages.duration(i["remote_duration"]), numeric=True)],
+            invocations, empty="No invocation recorded.")))
+        out_href = req.url(*(base + ("ji", ji, "stdout")))
+        err_href = req.url(*(base + ("ji", ji, "stderr")))
+        for name, href in (("stdout", out_href), ("stderr", err_href)):
+            text = pages.pre(instance.get(name + "_text"))
+            plain = Markup("<p>%s</p>" % link(href, "as plain text"))
+            body.append(section(name, text + plain, name))
+        live = code is None and ctx.state == stampede.RUNNING
+        return self.view(title, data, pages.join(body),
+                         crumbs=self.crumbs(req, ctx, (title, None, True)),
+                         refresh=REFRESH if live else None)
+
+    def _maybe_file(self, req, ctx, path):
+        if not path:
+            return "-"
+        submit = ctx.wf.get("submit_dir") or ""
+        rel = path[len(submit):].lstrip("/") if submit and path.startswith(submit + "/") else path
+        if rel.startswith("/"):
+            return path
+        return link(self.wf_url(req, ctx, "files", *rel.split("/")), path)
+
+    def job_output(self, req, m, w, job_id, ji, which):
+        ctx = self.context(req, m, w)
+        self.workflows.job(ctx.db, ctx.wf["wf_id"], int(job_id))
+        instance = self.workflows.instance(ctx.db, int(job_id), int(ji))
+        text = instance.get("%s_text" % which) or ""
+        if req.json:
+            return self.view(which, {"text": text, "file": instance.get("%s_file" % which)},
+                             Markup(""))
+        return self.raw_response(text.encode("utf-8"), "text/plain; charset=utf-8", None)
+
+    def invocation_details(self, req, m, w, job_id, ji, inv):
+        ctx = self.context(req, m, w)
+        job = self.workflows.job(ctx.db, ctx.wf["wf_id"], int(job_id))
+        self.workflows.instance(ctx.db, int(job_id), int(ji))
+        row = self.workflows.invocation(ctx.db, ctx.wf["wf_id"], int(ji), int(inv))
+        task = self.workflows.task(ctx.db, ctx.wf["wf_id"], row.get("abs_task_id"))
+        data = {"invocation": row, "task": task}
+        body = dl([("Task", row.get("abs_task_id")), ("Transformation", row.get("transformation")),
+                   ("Executable", row.get("executable")), ("Arguments", row.get("argv")),
+                   ("Exit code", row.get("exitcode")),
+                   ("Start", pages.when(row.get("start_time"))),
+                   ("Remote duration", pages.duration(row.get("remote_duration"))),
+                   ("Remote CPU time", pages.duration(row.get("remote_cpu_time"))),
+                   ("Max RSS (KiB)", pages.number(row.get("maxrss"))),
+                   ("Average CPU", pages.number(row.get("avg_cpu"))),
+                   ("Try sequence", row.get("task_submit_seq"))])
+        job_href = self.wf_url(req, ctx, "j", job["job_id"], "ji", ji)
+        title = "%s: %s" % (job["exec_job_id"],
+                            row.get("abs_task_id") or row.get("transformation"))
+        return self.view(title, data, body,
+                         crumbs=self.crumbs(req, ctx, (job["exec_job_id"], job_href, False),
+                                            (title, None, True)))
+
+    # ---- statistics and charts -------------------------------------------------------
+
+    def statistics(self, req, m, w):
+        ctx = self.context(req, m, w)
+        wf_id = ctx.wf["wf_id"]
+        offset = req.int_arg("offset")
+        tree = self.workflows.tree(ctx.db, wf_id) if ctx.wf["children"] else [wf_id]
+        summary = self.workflows.summary(ctx.db, [wf_id])
+        tree_summary = self.workflows.summary(ctx.db, tree) if len(tree) > 1 else None
+        breakdown = self.workflows.breakdown(ctx.db, [wf_id])
+        jobs, total = self.workflows.job_stats(ctx.db, wf_id, JOB_LIMIT, offset)
+        wall, _ = self.workflows.wall_time(ctx.states, time.time())
+        data = {"summary": summary, "tree_summary": tree_summary, "breakdown": breakdown,
+                "wall_time": wall,
+                "cumulative_wall_time": self.workflows.cumulative_time(ctx.db, [wf_id]),
+                "tree_cumulative_wall_time": self.workflows.cumulative_time(ctx.db, tree),
+                "jobs": jobs, "jobs_total": total, "offset": offset}
+        cols = [Column("Type", lambda r: r["type"]),
+                Column("Succeeded", lambda r: r["succeeded"], numeric=True),
+                Column("Failed", lambda r: r["failed"], numeric=True),
+                Column("Incomplete", lambda r: r["incomplete"], numeric=True),
+                Column("Total", lambda r: r["total"], numeric=True),
+                Column("Retries", lambda r: r["retries"], numeric=True),
+                Column("Total + retries", lambda r: r["total_runs"], numeric=True)]
+        body = [dl([("Workflow wall time", pages.duration(wall)),
+                    ("Cumulative job wall time", pages.duration(data["cumulative_wall_time"])),
+                    ("... of the whole tree", pages.duration(data["tree_cumulative_wall_time"]))]),
+                section("This workflow", table(cols, summary, sortable=False))]
+        if tree_summary:
+            body.append(section("This workflow and its sub-workflows",
+                                table(cols, tree_summary, sortable=False)))
+        n = lambda k: (lambda r: pages.number(r[k]))  # noqa: E731
+        body.append(section("Transformations", table(
+            [Column("Transformation", lambda r: r["transformation"]),
+             Column("Count", n("count"), key=lambda r: r["count"], numeric=True),
+             Column("Succeeded", n("succeeded"), key=lambda r: r["succeeded"], numeric=True),
+             Column("Failed", n("failed"), key=lambda r: r["failed"], numeric=True),
+             Column("Min (s)", n("min"), key=lambda r: r["min"] or 0, numeric=True),
+             Column("Max (s)", n("max"), key=lambda r: r["max"] or 0, numeric=True),
+             Column("Mean (s)", n("mean"), key=lambda r: r["mean"] or 0, numeric=True),
+             Column("Total (s)", n("total"), key=lambda r: r["total"] or 0, numeric=True),
+             Column("Max RSS (KiB)", n("maxrss"), key=lambda r: r["maxrss"] or 0, numeric=True)],
+            breakdown, empty="No invocations yet.")))
+        body.append(section("Jobs", table(self._stat_columns(req, ctx), jobs,
+                                          empty="No job has run.") +
+                            pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))))
+        return self.view("Statistics", data, pages.join(body),
+                         crumbs=self.crumbs(req, ctx, ("Statistics", None, True)))
+
+    def _stat_columns(self, req, ctx):
+        href = lambda r: self.wf_url(req, ctx, "j", r["job_id"], "ji",  # noqa: E731
+                                     r["job_instance_id"])
+
+        def secs(k):
+            return Column(k.capitalize() + " (s)",
+                          lambda r: "-" if r[k] is None else "%.1f" % r[k],
+                          key=lambda r: r[k] or 0, numeric=True)
+        return [Column("Job", lambda r: link(href(r), r["exec_job_id"]),
+                       key=lambda r: r["exec_job_id"]),
+                Column("Try", lambda r: r["job_submit_seq"], numeric=True),
+                Column("Site", lambda r: r["site"] or "-"),
+                Column("Host", lambda r: r["hostname"] or "-"),
+                secs("queue"), secs("runtime"), secs("kickstart"), secs("post"),
+                Column("Exit code", lambda r: "-" if r["exitcode"] is None else r["exitcode"],
+                       numeric=True)]
+
+    def charts(self, req, m, w):
+        ctx = self.context(req, m, w)
+        wf_id = ctx.wf["wf_id"]
+        offset = req.int_arg("offset")
+        breakdown = self.workflows.breakdown(ctx.db, [wf_id])
+        width, buckets = self.workflows.time_buckets(ctx.db, wf_id, ctx.states)
+        rows, total = self.workflows.job_stats(ctx.db, wf_id, JOB_LIMIT, offset)
+        data = {"transformations": breakdown, "bucket_seconds": width,
+                "jobs_over_time": [{"start": b[0], "successful": b[1], "failed": b[2],
+                                    "jobs": b[3]} for b in buckets],
+                "gantt": rows, "gantt_total": total, "offset": offset}
+        per_tx = charts.stacked_bars(
+            [(r["transformation"], [int(r["succeeded"]), int(r["failed"])]) for r in breakdown],
+            [("succeeded", "ok"), ("failed", "fail")], "Invocations per transformation")
+        over_time = charts.columns([(b[0], [b[1], b[2], b[3] - b[1] - b[2]]) for b in buckets],
+                                   [("successful", "ok"), ("failed", "fail"), ("running", "run")],
+                                   "Jobs started over time", width or 60)
+        now = time.time()
+        spans = [("%s #%s" % (r["exec_job_id"], r["job_submit_seq"]),
+                  [(r["t_submit"], r["t_execute"], "queue", "waiting in the queue"),
+                   (r["t_execute"], r["t_terminated"] or (now if r["exitcode"] is None else None),
+                    "run", "running"),
+                   (r["t_terminated"], r["t_post"], "post", "POST script")]) for r in rows]
+        gantt = charts.gantt(spans, "Job timeline (Gantt)")
+        legend = Markup('<ul class="legend"><li><span class="swatch queue"></span>queued</li>'
+                        '<li><span class="swatch run"></span>running</li>'
+                        '<li><span class="swatch post"></span>POST script</li></ul>')
+        body = [section("Jobs per transformation", per_tx), section("Jobs over time", over_time),
+                section("Gantt chart", Markup(gantt + legend + pages.pager(
+                    total, offset, JOB_LIMIT, lambda o: req.here(offset=o))))]
+        return self.view("Charts", data, pages.join(body),
+                         crumbs=self.crumbs(req, ctx, ("Charts", None, True)))
+
+    # ---- files -----------------------------------------------------------------------
+
+    def files(self, req, m, w, rest):
+        ctx = self.context(req, m, None if w == "root" else w, need_stampede=w != "root")
+        submit_dir = ctx.wf["submit_dir"] if ctx.wf else ctx.root["submit_dir"]
+        names = browse.split(rest or "")
+        browser = browse.Browser(submit_dir, self.file_owner(req.user))
+        real, st = browser.stat(names)
+        here = lambda *p: self.wf_url(req, ctx, "files", *(names + list(p)))  # noqa: E731
+        crumbs = self.crumbs(req, ctx, ("Files", self.wf_url(req, ctx, "files") if names else None,
+                                        not names))
+        for i, n in enumerate(names):
+            last = i == len(names) - 1
+            crumbs.append((n, None if last else self.wf_url(req, ctx, "files", *names[:i + 1]),
+                           last))
+        title = "/".join(names) or "Files"
+        if stat.S_ISDIR(st.st_mode):
+            entries = browser.listing(names)
+            for e in entries:
+                e["href"] = None if e["outside"] else here(e["name"])
+            data = {"submit_dir": submit_dir, "path": "/".join(names), "entries": entries}
+            cols = [Column("Name", _entry_html, key=lambda e: (not e["dir"], e["name"])),
+                    Column("Size", lambda e: pages.size(e["size"]) if not e["dir"] else "-",
+                           key=lambda e: e["size"] or 0, numeric=True),
+                    Column("Modified", lambda e: pages.when(e["mtime"]),
+                           key=lambda e: e["mtime"] or 0)]
+            body = Markup('<p class="path">%s</p>' % escape(real)) + table(
+                cols, entries, empty="Empty directory.")
+            return self.view(title, data, body, crumbs=crumbs)
+        if req.args.get("raw"):
+            data, _, _ = browser.read(names, limit=None)
+            binary = browse.is_binary(data)
+            kind = "application/octet-stream" if binary else "text/plain; charset=utf-8"
+            return self.raw_response(data, kind, names[-1])
+        data, size, truncated = browser.read(names)
+        binary = browse.is_binary(data)
+        text = None if binary else data.decode("utf-8", "replace")
+        info = {"submit_dir": submit_dir, "path": "/".join(names), "size": size,
+                "truncated": truncated, "binary": binary, "text": text}
+        raw = pages.query(here(), raw=1)
+        parts = [Markup('<p class="path">%s &middot; %s &middot; %s</p>' % (
+            escape(real), escape(pages.size(size)), link(raw, "download")))]
+        if binary:
+            parts.append(notice("A binary file; download it to read it.", "info"))
+        else:
+            if truncated:
+                parts.append(notice("Showing the last %s of %s."
+                                    % (pages.size(len(data)), pages.size(size)), "info"))
+            parts.append(pages.pre(text, "output file"))
+        return self.view(title, info, pages.join(parts), crumbs=crumbs)
+
+
+
+_QUIET = (stampede.SUCCESSFUL, stampede.RUNNING)  # states whose reason the list leaves out
+_ROOT_JSON = ("wf_id", "wf_uuid", "dax_label", "submit_hostname", "submit_dir", "timestamp",
+              "user", "db_url", "state", "reason", "last_state", "status", "restart_count")
+
+
+def _root_json(root):
+    return {k: root.get(k) for k in _ROOT_JSON}
+
+
+def _path(text):
+    return Markup('<span class="path">%s</span>' % escape(text))
+
+
+def _options(current, choices):
+    return "".join('<option value="%s"%s>%s</option>'
+                   % (value, " selected" if value == current else "", label)
+                   for value, label in choices)
+
+
+def _output_links(r):
+    sub = r.get("sub_workflow_href")
+    return Markup("%s %s%s" % (link(r["stdout_href"], "stdout"), link(r["stderr_href"], "stderr"),
+                               " " + link(sub, "sub-workflow") if sub else ""))
+
+
+def _entry_html(e):
+    name = e["name"] + ("/" if e["dir"] else "")
+    out = link(e["href"], name) if e["href"] else Markup("<span>%s</span>" % escape(name))
+    if e["link"] is not None:
+        out = Markup('%s <span class="why">&rarr; %s%s</span>' % (
+            out, escape(e["link"]), " (outside the submit directory)" if e["outside"] else ""))
+    return out
