@@ -113,7 +113,9 @@ class Daemon:
         triggers = Triggers(ops, engine_wake=manager.wake,
                             max_failures=cfg["TRIGGER_MAX_FAILURES"], env=env)
         triggers.notify_wake = notifier.wake
-        ops.wake = wake_all(manager.wake, triggers.wake, notifier.wake)
+        ops.wake = manager.wake
+        ops.wake_triggers = triggers.wake
+        ops.wake_notifier = notifier.wake
         app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"]).authenticate)
         host = host or "127.0.0.1"
         port = _port(port, cfg)
@@ -155,14 +157,6 @@ class Daemon:
         except FileNotFoundError:
             pass
         os.close(self._lock_fd)
-
-
-def wake_all(*wakes):
-    """One wake for the API: the engine and the trigger scheduler both look again."""
-    def wake():
-        for w in wakes:
-            w()
-    return wake
 
 
 def child_environment(cfg):

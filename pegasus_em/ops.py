@@ -23,6 +23,10 @@ class Ops:
         self.db = db
         self.ensembles_dir = ensembles_dir
         self.wake = wake
+        # Trigger changes also wake the trigger scheduler, and state changes the
+        # notification sender; a plain submission wakes only the engine.
+        self.wake_triggers = lambda: None
+        self.wake_notifier = lambda: None
         self.clock = clock
         # analyzer(submitdir) -> (exit code, text): pegasus-analyzer, injected by the daemon.
         self.analyzer = analyzer
@@ -83,6 +87,7 @@ class Ops:
                 store.change_ensemble_state(conn, e, state, now, "requested by user")
             e = store.get_ensemble(conn, name)
         self.wake()
+        self.wake_notifier()
         return e
 
     # ---- workflows --------------------------------------------------------
@@ -160,6 +165,7 @@ class Ops:
                 self._request_state(conn, w, state, now)
             w = store.get_workflow_by_id(conn, w.id)
         self.wake()
+        self.wake_notifier()
         return w
 
     def _request_state(self, conn, w, state, now):
@@ -248,6 +254,7 @@ class Ops:
             t = store.insert_trigger(conn, e, name, type_, TriggerState.READY, script, args,
                                      interval, timeout, file_patterns, basedir, self.now())
         self.wake()
+        self.wake_triggers()
         return t
 
     def list_triggers(self, ensemble):
@@ -286,6 +293,7 @@ class Ops:
             if purge:
                 store.delete_trigger(conn, t)
         self.wake()
+        self.wake_triggers()
         if purge:
             return "ensemble: %s, trigger: %s deleted" % (ensemble, name)
         return "ensemble: %s, trigger: %s marked for deletion" % (ensemble, name)
@@ -334,6 +342,8 @@ class Ops:
         with self.db.write() as conn:
             report = importer.take_over(conn, rows, self.ensembles_dir, self.now())
         self.wake()
+        self.wake_notifier()
+        self.wake_triggers()
         return report
 
 
