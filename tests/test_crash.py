@@ -7,18 +7,9 @@ import re
 import socket
 import sqlite3
 
-import pytest
 
 from conftest import Daemon, wait_until
-from test_engine import FAST, TERMINAL, _dagman_out, events, submit, wait_state
-
-
-@pytest.fixture
-def em(user):
-    user.configure(extra=FAST)
-    d = Daemon(user).start()
-    yield d
-    d.kill()
+from test_engine import FAST, TERMINAL, _dagman_out, em, events, submit, wait_state  # noqa: F401
 
 
 def restart(d):
