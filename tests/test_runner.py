@@ -189,11 +189,15 @@ def test_kill_group_forces_after_grace(tmp_path, files, cleanup):
     assert kill.forced and group_members(spawned.pid) == []
 
 
-def test_kill_group_spares_a_recycled_pid(tmp_path, files):
-    me = os.getpgrp()
-    kill = runner.kill_group(me, runner.process_start_time(me) + 1)
-    assert kill.poll() and not kill.forced  # nothing sent to our own group
-    assert not runner.terminate_group(me, runner.process_start_time(me) + 1)
+def test_kill_group_spares_a_recycled_pid(tmp_path, files, cleanup):
+    """A pid whose start time differs is another process: its group gets nothing."""
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    cleanup(other.pid)
+    wrong_start = runner.process_start_time(other.pid) + 1
+    kill = runner.kill_group(other.pid, wrong_start)
+    assert kill.poll() and not kill.forced
+    assert not runner.terminate_group(other.pid, wrong_start)
+    assert other.poll() is None
 
 
 def test_reap_collects_finished_wrappers(tmp_path, files):
