@@ -11,8 +11,8 @@ import logging
 import re
 import urllib.parse
 
-from . import wire
-from .errors import BadRequest, EMError, MethodNotAllowed, NotFound, TooLarge
+from . import web, wire
+from .errors import BadRequest, EMError, MethodNotAllowed, NotFound
 from .states import TriggerType
 
 log = logging.getLogger(__name__)
@@ -52,23 +52,20 @@ def created(location):
     return json_response(wire.message("created"), 201, [("Location", location)])
 
 
-_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
-            400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
-            413: "Payload Too Large", 500: "Internal Server Error"}
-
-
-def status_line(code):
-    return "%d %s" % (code, _REASONS.get(code, "Unknown"))
+status_line = web.status_line
 
 
 class App:
-    """The API as a WSGI callable; `authenticate(header) -> user` raises Unauthorized."""
+    """The API as a WSGI callable; `authenticate(header) -> user` raises Unauthorized.
 
-    def __init__(self, ops, authenticate, max_body=MAX_BODY):
+    `base_url` (the daemon's own address, set once it is bound) starts every `href`
+    and `Location`: the Host header a client sent never reaches an answer."""
+
+    def __init__(self, ops, authenticate, max_body=MAX_BODY, base_url=""):
         self.ops = ops
         self.authenticate = authenticate
         self.max_body = max_body
+        self.base_url = base_url.rstrip("/")
         self.routes = self._routes()
 
     def __call__(self, environ, start_response):
@@ -93,6 +90,8 @@ class App:
         return json_response(wire.message(e.message), e.status, headers)
 
     def handle(self, environ):
+        web.check_same_origin(environ)
+        web.check_not_a_form_post(environ)
         user = self.authenticate(environ.get("HTTP_AUTHORIZATION"))
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
@@ -100,7 +99,8 @@ class App:
         form = self.read_form(environ, MAX_IMPORT_BODY if path.rstrip("/") == "/import"
                               else self.max_body)
         query = _parse_query(environ.get("QUERY_STRING", ""))
-        return handler(Request(method, path, query, form, _base_url(environ), user), *args)
+        base = self.base_url + environ.get("SCRIPT_NAME", "").rstrip("/")
+        return handler(Request(method, path, query, form, base, user), *args)
 
     def route(self, method, path):
         allowed = set()
@@ -117,21 +117,10 @@ class App:
         raise NotFound("No such resource: %s" % path)
 
     def read_form(self, environ, max_body=None):
-        if environ.get("HTTP_TRANSFER_ENCODING"):
-            raise BadRequest("Chunked request bodies are not supported; send Content-Length")
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise BadRequest("Invalid Content-Length")
-        if length < 0:
-            raise BadRequest("Invalid Content-Length")
-        max_body = self.max_body if max_body is None else max_body
-        if length > max_body:
-            raise TooLarge("Request body too large: %d bytes (at most %d)"
-                           % (length, max_body))
-        if length == 0:
+        body = web.read_body(environ, self.max_body if max_body is None else max_body)
+        if not body:
             return {}
-        body = environ["wsgi.input"].read(length)
+        web.check_body_type(environ, body)
         return parse_body(body, environ.get("CONTENT_TYPE", ""))
 
     # ---- routes -----------------------------------------------------------
@@ -351,14 +340,3 @@ def _json_list(value, field):
     if not isinstance(obj, list):
         raise BadRequest("%s must be given as a list serialized to json" % field)
     return obj
-
-
-def _base_url(environ):
-    scheme = environ.get("wsgi.url_scheme", "http")
-    host = environ.get("HTTP_HOST")
-    if not host:
-        host = environ.get("SERVER_NAME", "localhost")
-        port = environ.get("SERVER_PORT")
-        if port and port != {"http": "80", "https": "443"}.get(scheme):
-            host = "%s:%s" % (host, port)
-    return "%s://%s%s" % (scheme, host, environ.get("SCRIPT_NAME", "").rstrip("/"))

@@ -2,15 +2,16 @@
 PAM with a short-lived cache of successful logins (pegasus-service)."""
 
 import base64
-import binascii
 import hmac
 import logging
 import os
 import pwd
+import stat
 import threading
 import time
 
-from .errors import BadRequest, ConfigError, Unauthorized
+from . import config
+from .errors import BadRequest, ConfigError, TooManyRequests, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def parse_basic(header):
         raise Unauthorized("Authorization must use the Basic scheme")
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error, or 8-bit bytes
         raise BadRequest("Malformed Authorization header")
     user, sep, password = decoded.partition(":")
     if not sep:
@@ -54,9 +55,13 @@ class BasicAuth:
 
 # --------------------------------------------------------------------------- pegasus-service
 
-FAIL_DELAY = 1.0     # seconds a failed login waits before its 401 (in its own thread)
+FAIL_DELAY = 1.0     # seconds every failed login takes, whatever failed (no timing oracle)
 CACHE_TTL = 60.0     # seconds a successful PAM login is remembered
 CACHE_SIZE = 4096
+FREE_FAILURES = 5    # failures per user name before delays
+FREE_ADDRESS_FAILURES = 20   # failures per client address (people share addresses)
+FAILURE_WINDOW = 900.0   # seconds without a failure that clear a record
+MAX_LOCKOUT = 300.0  # seconds: the longest wait a run of failures imposes
 
 
 class LoginCache:
@@ -97,23 +102,81 @@ class LoginCache:
             self._entries[key] = now + self.ttl
 
 
+class FailureBudget:
+    """Failed logins counted per user name and per client address: FREE_FAILURES (per
+    address FREE_ADDRESS_FAILURES) are free, then each further failure closes that
+    name (or address) for twice as long as the one before, up to MAX_LOCKOUT;
+    FAILURE_WINDOW without failures forgets.
+    While closed, attempts are refused without asking PAM, so guessing is slow
+    however many connections a guesser opens.  A password that worked recently
+    (the login cache) still gets in, which keeps a guesser from locking the owner
+    out for long."""
+
+    def __init__(self, free=FREE_FAILURES, window=FAILURE_WINDOW, cap=MAX_LOCKOUT,
+                 size=CACHE_SIZE, clock=time.monotonic, free_per_address=FREE_ADDRESS_FAILURES):
+        self.free, self.window, self.cap, self.size = free, window, cap, size
+        self.free_per_address = free_per_address
+        self._clock = clock
+        self._records = {}   # key -> [failures, closed_until, last_failure]
+        self._lock = threading.Lock()
+
+    def check(self, *keys):
+        """Raise TooManyRequests while any of `keys` is closed."""
+        now = self._clock()
+        with self._lock:
+            wait = max([r[1] - now for r in map(self._records.get, keys) if r] + [0])
+        if wait > 0:
+            raise TooManyRequests("Too many failed logins for this user or from this "
+                                  "address; try again in %d s" % (wait + 0.999), wait)
+
+    def failed(self, *keys):
+        now = self._clock()
+        with self._lock:
+            self._prune(now)
+            for key in keys:
+                record = self._records.get(key)
+                if record is None or now - record[2] > self.window:
+                    record = self._records[key] = [0, 0.0, now]
+                record[0] += 1
+                record[2] = now
+                free = self.free_per_address if key.startswith("addr:") else self.free
+                if record[0] > free:
+                    record[1] = now + min(self.cap, 2.0 ** (record[0] - free))
+
+    def succeeded(self, *keys):
+        with self._lock:
+            for key in keys:
+                self._records.pop(key, None)
+
+    def _prune(self, now):
+        if len(self._records) < self.size:
+            return
+        self._records = {k: r for k, r in self._records.items()
+                         if now - r[2] <= self.window or r[1] > now}
+        while len(self._records) >= self.size:
+            del self._records[next(iter(self._records))]
+
+
 class PamAuthentication:
     """HTTP Basic checked by PAM (pam_authenticate + pam_acct_mgmt), root refused.
 
-    `authenticate(header, remote_addr)` returns the user name or raises
-    Unauthorized after FAIL_DELAY seconds, slept in the asking request's own
-    thread so other clients are not held up."""
+    `authenticate(header, remote_addr)` returns the user name or raises Unauthorized
+    FAIL_DELAY seconds after the attempt began, whatever failed (unknown account,
+    wrong password), slept in the asking request's own thread so other clients are
+    not held up; or TooManyRequests at once while the FailureBudget is spent."""
 
     name = "PAMAuthentication"
     realm = "Pegasus Service"
 
     def __init__(self, pam, cache=None, fail_delay=FAIL_DELAY, sleep=time.sleep,
-                 fallback=None):
+                 fallback=None, budget=None, clock=time.monotonic):
         self.pam = pam
         self.cache = cache if cache is not None else LoginCache()
+        self.budget = budget if budget is not None else FailureBudget(clock=clock)
         self.fail_delay = fail_delay
         self._sleep = sleep
-        # fallback(user, password) -> bool: the user's pegasus-em PASSWORD also works
+        self._clock = clock
+        # fallback(user, password) -> bool: another way in (EmPasswordLogin), or None
         self.fallback = fallback
 
     def authenticate(self, header, remote_addr=None):
@@ -123,11 +186,16 @@ class PamAuthentication:
         user, password = credentials
         if self.cache.get(user, password):
             return user
+        keys = ("user:" + user[:256], "addr:%s" % (remote_addr or "-"))
+        self.budget.check(*keys)
+        started = self._clock()
         if self._check(user, password, remote_addr):
+            self.budget.succeeded(keys[0])
             self.cache.put(user, password)
             return user
+        self.budget.failed(*keys)
         log.info("failed login for %r from %s", user[:64], remote_addr or "-")
-        self._sleep(self.fail_delay)
+        self._sleep(max(0.0, self.fail_delay - (self._clock() - started)))
         raise Unauthorized("Invalid username or password")
 
     def _check(self, user, password, remote_addr):
@@ -136,6 +204,62 @@ class PamAuthentication:
         if self.pam.authenticate(user, password, remote_addr):
             return True
         return bool(self.fallback and self.fallback(user, password))
+
+
+class EmPasswordLogin:
+    """EM_PASSWORD_LOGIN: a user's pegasus-em USERNAME/PASSWORD also signs them in,
+    so `pegasus-em --url https://service...` works with the credentials it already
+    has.  Checked without starting anything as the user, or running their code: the
+    literal strings of their own service.py, read by this process; and the account
+    must pass PAM account management and have a password that is not locked, as a
+    PAM login would."""
+
+    def __init__(self, pam, home_of, shadow="/etc/shadow"):
+        self.pam = pam
+        self.home_of = home_of
+        self.shadow = shadow
+
+    def __call__(self, user, password):
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            return False
+        settings = _own_literal_settings(os.path.join(self.home_of(user), ".pegasus",
+                                                      "service.py"), entry.pw_uid)
+        expected = (settings.get("USERNAME"), settings.get("PASSWORD"))
+        if not all(isinstance(v, str) and v for v in expected):
+            return False
+        same = hmac.compare_digest(("%s\0%s" % (user, password)).encode("utf-8"),
+                                   ("%s\0%s" % expected).encode("utf-8"))
+        return same and not password_locked(user, self.shadow) and self.pam.account_ok(user)
+
+
+def _own_literal_settings(path, uid):
+    """Literal settings of a service.py that belongs to `uid` (not followed through a
+    symlink, at most 64 KiB); {} otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_size > 65536:
+            return {}
+        return config.literal_settings(f.read(65536))
+
+
+def password_locked(user, shadow="/etc/shadow"):
+    """True when the shadow entry refuses password logins ('!' locked by usermod -L,
+    '*' no password): pam_acct_mgmt does not look at that.  False when unreadable."""
+    try:
+        with open(shadow, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split(":")
+                if fields[0] == user and len(fields) > 1:
+                    return fields[1].startswith(("!", "*"))
+    except OSError:
+        pass
+    return False
 
 
 class NoAuthentication:

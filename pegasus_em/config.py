@@ -5,6 +5,7 @@ home directory comes from the password database, never from $HOME, so a
 daemon started through sudo or by pegasus-service finds the right user's files.
 """
 
+import ast
 import os
 import pwd
 import stat
@@ -44,6 +45,14 @@ SETTINGS = (
     _setting("PROCESS_SWITCHING", True, "serve each user in a process running as that user", bool),
     _setting("ADMIN_USERS", None, "None, '*', or a set/list of users who may view others",
              str, set, list, tuple, frozenset, type(None), bool),
+    _setting("ADMIN_WRITE", False, "ADMIN_USERS may also act on others' ensembles "
+             "(submit, replan, abort, ...), not only view their data", bool),
+    _setting("EM_PASSWORD_LOGIN", False, "pegasus-service also accepts a user's pegasus-em "
+             "USERNAME/PASSWORD (literal strings in their service.py) as their login; the "
+             "account must still pass PAM account management", bool),
+    _setting("PUBLIC_URL", None, "the URL users reach pegasus-service at "
+             "(https://host:port[/prefix]): absolute links in API answers start with it, "
+             "and pages it serves may post to it", *_OPT_STR),
     _setting("MAX_PROCESSES", None, "pegasus-service worker processes", *_OPT_INT),
     _setting("PEGASUS_SERVICE_URL_PREFIX", None, "prefix for every pegasus-service route",
              *_OPT_STR),
@@ -142,6 +151,24 @@ def _execute(path, source):
     except Exception as e:  # the file is user code: report any failure as config
         raise ConfigError("%s: %s: %s" % (path, type(e).__name__, e))
     return {k: v for k, v in scope.items() if k.isupper() and not k.startswith("_")}
+
+
+def literal_settings(source):
+    """UPPERCASE names assigned a literal at the top level of a service.py, found
+    without running it (for a process that must not run another user's code)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return {}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper():
+            try:
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                found.pop(node.targets[0].id, None)  # computed: unknown to us
+    return found
 
 
 def _check_kind(path, setting, value):

@@ -124,6 +124,7 @@ class Daemon:
         except OSError as e:
             db.close()
             raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
+        app.base_url = server.url
         daemon = cls(paths, cfg, db, server, lock_fd, manager, triggers, notifier)
         daemon._run()
         return daemon

@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.parse
 
-from . import config, ensview, pages, stampede
+from . import assets, config, ensview, pages, stampede, web
 from .emproxy import EMProxy
 from .empages import EnsemblePages
 from .errors import BadRequest, ConfigError, EMError, Forbidden, MethodNotAllowed, NotFound
@@ -47,12 +47,8 @@ from .wfpages import WorkflowPages
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".svg": "image/svg+xml"}
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-RAW_CSP = "default-src 'none'; sandbox"
+CSP = web.CSP
+RAW_CSP = web.SANDBOX_CSP
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 TOKEN_TTL = 12 * 3600          # seconds a CSRF token stays valid
@@ -62,24 +58,7 @@ WORKFLOW_ACTIONS = {"replan": WorkflowState.READY, "rerun": WorkflowState.QUEUED
                     "abort": WorkflowState.ABORTED}
 _NAME = r"([A-Za-z0-9_-]+)"
 _ID = r"([A-Za-z0-9-]+)"
-
-
-def _load_static():
-    files = {}
-    try:
-        names = os.listdir(STATIC_DIR)
-    except OSError:
-        return files
-    for name in names:
-        ext = os.path.splitext(name)[1]
-        if ext in STATIC_TYPES:
-            with open(os.path.join(STATIC_DIR, name), "rb") as f:
-                data = f.read()
-            files[name] = (data, STATIC_TYPES[ext], hashlib.sha256(data).hexdigest()[:16])
-    return files
-
-
-STATIC = _load_static()
+STATIC = assets.STATIC
 
 
 class Request:
@@ -123,8 +102,8 @@ class Request:
         return pages.query(self.base + _quote_path(self.path), **params)
 
     def static(self, name):
-        data = STATIC.get(name)
-        return pages.query(self.url("static", name), v=data[2] if data else None)
+        """Static files live at <mount>/static/, served by whoever answers the browser."""
+        return pages.query("%s/static/%s" % (self.prefix, _q(name)), v=assets.version(name))
 
     def form(self):
         if self._form is None:
@@ -153,7 +132,6 @@ class Request:
 
 
 _FILES = re.compile(r"/r/[^/]+/w/[^/]+/files/")
-_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d+)?\Z|\[[0-9A-Fa-f:.]+\](:\d+)?\Z")
 
 
 def _q(part):
@@ -180,11 +158,6 @@ class Response:
 
     def __init__(self, status, headers, body):
         self.status, self.headers, self.body = status, headers, body
-
-
-_REASONS = {200: "OK", 303: "See Other", 304: "Not Modified", 400: "Bad Request", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 class Dashboard(WorkflowPages, EnsemblePages):
@@ -219,34 +192,35 @@ class Dashboard(WorkflowPages, EnsemblePages):
         return r.status, r.headers, r.body
 
     def wsgi(self, environ, start_response):
-        """Standalone WSGI: PATH_INFO /u/<user>/...; links start at SCRIPT_NAME."""
+        """Standalone WSGI: PATH_INFO /u/<user>/... and /static/<name>; links are
+        root-relative, starting at SCRIPT_NAME."""
+        mount = environ.get("SCRIPT_NAME", "").rstrip("/")
         path = environ.get("PATH_INFO") or "/"
+        static = re.match(r"/static/(%s)\Z" % assets.NAME, path)
         match = re.match(r"/u/([^/]+)(/.*)?\Z", path)
+        if static and assets.serve(static.group(1)):
+            r = Response(*assets.serve(static.group(1), environ.get("HTTP_IF_NONE_MATCH")))
+        elif match is None:
+            r = self.error_response(NotFound("No such page: %s (pages are below /u/<user>/)"
+                                             % path), None, mount)
+        else:
+            r = self._wsgi_page(environ, match.group(1), match.group(2) or "/", mount)
+        start_response(web.status_line(r.status),
+                       r.headers + [("Content-Length", str(len(r.body)))])
+        return [r.body]
+
+    def _wsgi_page(self, environ, user, path, mount):
         headers = {k[5:].lower().replace("_", "-"): v for k, v in environ.items()
                    if k.startswith("HTTP_") and k not in ("HTTP_AUTHORIZATION", "HTTP_COOKIE")}
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
-        if match is None:
-            r = self.error_response(NotFound("No such page: %s (pages are below /u/<user>/)"
-                                             % path), None, environ.get("SCRIPT_NAME", ""))
-        else:
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = 0
-            body = environ["wsgi.input"].read(min(length, 1 << 20)) if length > 0 else b""
-            scheme = environ.get("wsgi.url_scheme", "http")
-            host = environ.get("HTTP_HOST", "")
-            if not _HOST.match(host):  # it ends up in every link: a plain host[:port] only
-                host = "%s:%s" % (environ.get("SERVER_NAME", "localhost"),
-                                  environ.get("SERVER_PORT", "80"))
-            r = self.handle(environ["REQUEST_METHOD"], match.group(2) or "/",
-                            environ.get("QUERY_STRING", ""), headers, body, match.group(1),
-                            environ.get("REMOTE_USER") or match.group(1),
-                            environ.get("SCRIPT_NAME", ""), "%s://%s" % (scheme, host))
-        start_response("%d %s" % (r.status, _REASONS.get(r.status, "Unknown")),
-                       r.headers + [("Content-Length", str(len(r.body)))])
-        return [r.body]
+        try:
+            web.check_same_origin(environ)
+            body = web.read_body(environ, 1 << 20)
+        except EMError as e:
+            return self.error_response(e, None, mount)
+        return self.handle(environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""),
+                           headers, body, user, environ.get("REMOTE_USER") or user, mount, "")
 
     __call__ = wsgi
 
@@ -258,8 +232,7 @@ class Dashboard(WorkflowPages, EnsemblePages):
             if self.only_user is not None and user != self.only_user:
                 raise Forbidden("This dashboard serves only %s's workflows" % self.only_user)
             handler, groups = self.route(req)
-            if handler is not self.static_file:
-                req.home = self.home_of(user)
+            req.home = self.home_of(user)
             result = handler(req, *groups)
             if isinstance(result, Response):
                 return result
@@ -308,7 +281,6 @@ class Dashboard(WorkflowPages, EnsemblePages):
             (r"/ensembles/%s/workflows/%s/analyze" % (_NAME, _NAME), get(self.analyze)),
             (r"/ensembles/%s/triggers/%s" % (_NAME, _NAME),
              dict(get(self.trigger_page), POST=self.trigger_action)),
-            (r"/static/([A-Za-z0-9_.-]+)", get(self.static_file)),
         ]
         return [(re.compile(p + r"/?\Z"), m) for p, m in table]
 
@@ -366,17 +338,6 @@ class Dashboard(WorkflowPages, EnsemblePages):
                           js=req.static("dashboard.js"), icon=req.static("favicon.svg"),
                           home=req.url())
         return Response(status, headers + _html_headers(), html.encode("utf-8"))
-
-    def static_file(self, req, name):
-        found = STATIC.get(name)
-        if found is None:
-            raise NotFound("No such file: %s" % name)
-        data, ctype, etag = found
-        headers = [("Content-Type", ctype), ("ETag", '"%s"' % etag),
-                   ("Cache-Control", "private, max-age=31536000, immutable")]
-        if req.headers.get("if-none-match", "").strip('"') == etag:
-            return Response(304, headers, b"")
-        return Response(200, headers, data)
 
     # ---- CSRF and confirmation messages ----------------------------------------------
 

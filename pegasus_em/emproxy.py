@@ -10,17 +10,15 @@ its API unchanged.  Its address (~/.pegasus/em-server.json) and credentials
 this runs in a process of that user.  With no daemon running the answer is
 503, saying how to start one.
 
-The daemon writes links with the Host it was asked for; we ask with a random
-marker host and put the public base URL in its place in the answer.
+The daemon's links start with its own address (never the Host it was asked
+for); we put the service's public base URL in its place in the answer.
 """
 
 import base64
-import hmac
 import http.client
 import json
 import logging
 import os
-import secrets
 import threading
 import urllib.parse
 
@@ -45,7 +43,6 @@ class BadGateway(EMError):
 class EMProxy:
     def __init__(self, timeout=TIMEOUT):
         self.timeout = timeout
-        self.marker = "em-%s.invalid" % secrets.token_hex(8)
         self._local = threading.local()
         self._credentials = {}  # service.py path -> ((mtime, size), header)
         self._lock = threading.Lock()
@@ -59,7 +56,7 @@ class EMProxy:
             raise Unavailable("%s's ensemble manager is not running; %s can start it with: "
                               "pegasus-em server" % (user, user))
         target = em_path + ("?" + query if query else "")
-        send = {"Host": self.marker, "Authorization": auth,
+        send = {"Authorization": auth,
                 "Accept": headers.get("accept") or "application/json"}
         if body or method in ("POST", "PUT"):
             send["Content-Type"] = headers.get("content-type") or \
@@ -68,18 +65,8 @@ class EMProxy:
         if status == 401:
             raise BadGateway("%s's pegasus-em server refused the USERNAME and PASSWORD of "
                              "%s/service.py; restart it after changing them" % (user, pegasus_dir))
-        return status, self._headers(answer_headers, public_base), self._rewrite(data,
-                                                                                public_base)
-
-    def accepts(self, home, user, password):
-        """True if user:password is what `user`'s service.py sets for the ensemble
-        manager (so `pegasus-em --url https://service...` works with it)."""
-        try:
-            header = self.credentials(os.path.join(home, ".pegasus", "service.py"), user)
-        except EMError:
-            return False
-        token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8"))
-        return hmac.compare_digest(header.encode("ascii"), b"Basic " + token)
+        return (status, self._headers(answer_headers, url, public_base),
+                _rewrite(data, url, public_base))
 
     def credentials(self, path, user):
         """The Basic header for the user's daemon, from their service.py (re-read on change).
@@ -153,20 +140,24 @@ class EMProxy:
         if conn is not None:
             conn.close()
 
-    def _headers(self, headers, public_base):
+    @staticmethod
+    def _headers(headers, daemon_url, public_base):
         out = []
         for name, value in headers:
             lower = name.lower()
             if lower not in _PASSED_HEADERS:
                 continue
-            if lower == "location":
-                value = value.replace("http://" + self.marker, public_base)
+            if lower == "location" and value.startswith(daemon_url):
+                value = public_base + value[len(daemon_url):]
             out.append((name, value))
         return out
 
-    def _rewrite(self, data, public_base):
-        old = ("http://" + self.marker).encode("ascii")
-        if old not in data:
-            return data
-        new = json.dumps(public_base, ensure_ascii=False)[1:-1].encode("utf-8")
-        return data.replace(old, new)
+
+def _rewrite(data, daemon_url, public_base):
+    """The daemon's links (JSON strings that start with its own address) made to start
+    at `public_base`; a string that merely contains the address is left alone."""
+    old = ('"%s/' % daemon_url).encode("ascii")
+    if old not in data:
+        return data
+    new = ('"' + json.dumps(public_base, ensure_ascii=False)[1:-1] + "/").encode("utf-8")
+    return data.replace(old, new)

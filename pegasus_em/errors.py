@@ -44,8 +44,26 @@ class Conflict(EMError):
     status = 409
 
 
+class LengthRequired(EMError):
+    status = 411
+
+
 class TooLarge(EMError):
     status = 413
+
+
+class UnsupportedMediaType(EMError):
+    status = 415
+
+
+class TooManyRequests(EMError):
+    """Refused without looking: too many failures lately; `retry_after` in seconds."""
+
+    status = 429
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after + 0.999))
 
 
 class ConfigError(EMError):

@@ -77,21 +77,34 @@ class Pam:
 
     def authenticate(self, user, password, rhost=None):
         """True when PAM accepts the password and the account may log in now."""
-        secret = password.encode("utf-8")
-        conv = CONV_FUNC(self._conversation(secret))
         no_delay = DELAY_FUNC(lambda retval, usec, data: None)
-        handle = ctypes.c_void_p()
-        rc = self._start(self.service, user.encode("utf-8"), ctypes.byref(PamConv(conv, None)),
-                         ctypes.byref(handle))
-        if rc != PAM_SUCCESS:
-            return False
-        try:
+
+        def steps(handle):
             self._set_item(handle, PAM_FAIL_DELAY, ctypes.cast(no_delay, ctypes.c_void_p))
             if rhost:
                 self._set_item(handle, PAM_RHOST, ctypes.c_char_p(rhost.encode("utf-8")))
             rc = self._authenticate(handle, PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK)
             if rc == PAM_SUCCESS:
                 rc = self._acct_mgmt(handle, PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK)
+            return rc
+
+        return self._transaction(user, password.encode("utf-8"), steps)
+
+    def account_ok(self, user):
+        """pam_acct_mgmt alone: may this account log in now (not expired, not refused
+        by an account module)?  For a login whose password PAM did not check."""
+        return self._transaction(user, b"", lambda handle: self._acct_mgmt(handle, PAM_SILENT))
+
+    def _transaction(self, user, secret, steps):
+        """pam_start, `steps(handle) -> rc`, pam_end; True when rc is PAM_SUCCESS."""
+        conv = CONV_FUNC(self._conversation(secret))
+        handle = ctypes.c_void_p()
+        rc = self._start(self.service, user.encode("utf-8"), ctypes.byref(PamConv(conv, None)),
+                         ctypes.byref(handle))
+        if rc != PAM_SUCCESS:
+            return False
+        try:
+            rc = steps(handle)
             return rc == PAM_SUCCESS
         finally:
             self._end(handle, rc)

@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import pwd
+import re
 import signal
 import socket
 import sys
@@ -21,12 +22,12 @@ import threading
 import time
 
 from . import __version__, config, pam, tls
-from .auth import AdminUsers, NoAuthentication, PamAuthentication
+from .auth import AdminUsers, EmPasswordLogin, NoAuthentication, PamAuthentication
 from .errors import ConfigError
 from .httpd import Server
 from .service_app import Backend, ServiceApp, normalize_prefix
 from .switch import WorkerPool
-from .userapp import UserApp
+from .userapp import UserApp, home_of
 
 log = logging.getLogger("pegasus_em")
 
@@ -71,6 +72,13 @@ class Settings:
             raise ConfigError("AUTHENTICATION must be %s, not %r"
                               % (" or ".join(AUTHENTICATIONS), self.authentication))
         self.admins = AdminUsers(cfg["ADMIN_USERS"])
+        self.admin_write = bool(cfg["ADMIN_WRITE"])
+        self.em_password_login = bool(cfg["EM_PASSWORD_LOGIN"])
+        self.public_url = cfg["PUBLIC_URL"]
+        if self.public_url is not None and not re.match(r"https?://[^/?#]+(/[^?#]*)?\Z",
+                                                       self.public_url):
+            raise ConfigError("PUBLIC_URL must be an absolute http(s) URL without query, "
+                              "not %r" % self.public_url)
         self.process_switching = bool(cfg["PROCESS_SWITCHING"])
         self.max_processes = cfg["MAX_PROCESSES"]
         if self.max_processes is not None and not (isinstance(self.max_processes, int)
@@ -96,8 +104,11 @@ def build_app(settings, pam_lib=None):
     if settings.authentication == "NoAuthentication":
         auth = NoAuthentication()
     else:
-        auth = PamAuthentication(pam_lib or pam.load(), fallback=backend.check_em_password)
-    return ServiceApp(auth, settings.admins, backend, settings.prefix, me), backend
+        pam_lib = pam_lib or pam.load()
+        fallback = EmPasswordLogin(pam_lib, home_of) if settings.em_password_login else None
+        auth = PamAuthentication(pam_lib, fallback=fallback)
+    return ServiceApp(auth, settings.admins, backend, settings.prefix, me,
+                      public_url=settings.public_url, admin_write=settings.admin_write), backend
 
 
 def warn_about(settings):
@@ -114,7 +125,10 @@ def warn_about(settings):
                     "acts as the user its URL names (or REMOTE_USER from a front end, or %s); "
                     "use it only on a single-user machine or behind an authenticating proxy",
                     me)
-    log.info("ADMIN_USERS: %s may view other users' data", settings.admins.describe())
+    log.info("ADMIN_USERS: %s may view other users' data%s", settings.admins.describe(),
+             " and act on it (ADMIN_WRITE)" if settings.admin_write else "")
+    if settings.em_password_login:
+        log.info("EM_PASSWORD_LOGIN: users may also sign in with their pegasus-em PASSWORD")
 
 
 class Service:
@@ -140,8 +154,11 @@ class Service:
         ctx = creds.context()
         sock = listen(host, port)
         name, bound = sock.getsockname()[:2]
+        if name in ("0.0.0.0", "::"):
+            name = socket.getfqdn()
         shown = "[%s]" % name if ":" in name else name
         url = "https://%s:%d%s" % (shown, bound, settings.prefix)
+        settings.public_url = settings.public_url or url
         warn_about(settings)
         return cls(settings, sock, creds, ctx, pam_lib, url)
 

@@ -1,12 +1,14 @@
 """The WSGI application of pegasus-service, as the listening process runs it.
 
 It does no work on user data.  For each request it: strips
-PEGASUS_SERVICE_URL_PREFIX, refuses malformed paths and bodies, authenticates
-(HTTP Basic + PAM, or NoAuthentication), finds whose data is asked for, applies
-the ADMIN_USERS rule (a real 403 for anyone else's data; root's data is never
-served), and hands the request to the backend that serves that user: a worker
-process running as the user (process switching) or, without it, a UserApp in
-this process.
+PEGASUS_SERVICE_URL_PREFIX, serves the static files itself, refuses malformed
+paths and bodies, authenticates (HTTP Basic + PAM, or NoAuthentication), finds
+whose data is asked for, applies the ADMIN_USERS rule (a real 403 for anyone
+else's data, and for acting on it unless ADMIN_WRITE; root's data is never
+served), refuses cross-site state changes, and hands the request to the backend
+that serves that user: a worker process running as the user (process
+switching) or, without it, a UserApp in this process.  The reply is untrusted:
+it is checked and given our own security headers (`sanitize`).
 
 URL scheme, below the prefix:
   /                               302 to /u/<signed-in user>/
@@ -22,28 +24,23 @@ import os
 import pwd
 import re
 
-from .errors import BadRequest, EMError, Forbidden, NotFound, TooLarge, Unauthorized
+from . import assets, web
+from .errors import BadRequest, EMError, Forbidden, NotFound, TooManyRequests, Unauthorized
 from .userapp import Call, Reply, error_reply, json_reply, passwd
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
-_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d+)?\Z|\[[0-9A-Fa-f:.]+\](:\d+)?\Z")
-_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 302: "Found",
-            304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-            411: "Length Required", 413: "Payload Too Large", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable"}
 _DROPPED_HEADERS = ("HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION", "HTTP_COOKIE")
+_READ_METHODS = ("GET", "HEAD")
 
 # Paths that name whose data they are about; anything else is 404.
 USER_ROUTES = [re.compile(r"/u/([^/]+)(?:/.*)?\Z"),
                re.compile(r"/api/v1/user/([^/]+)(?:/.*)?\Z")]
 OWN_ROUTES = [re.compile(r"/ensembles(?:/.*)?\Z")]
-
-
-class LengthRequired(EMError):
-    status = 411
+# The REST APIs (the monitoring API and the ensemble managers'): never form targets.
+API_ROUTES = re.compile(r"/ensembles(?:/.*)?\Z|/api/")
+STATIC_ROUTE = re.compile(r"/static/(%s)\Z" % assets.NAME)
 
 
 def normalize_prefix(prefix):
@@ -74,33 +71,30 @@ class Backend:
             return self.pool.handle(call)
         return self.local.handle(call)
 
-    def check_em_password(self, user, password):
-        """True if `password` is `user`'s ensemble-manager PASSWORD (service.py), checked
-        by a process of that user."""
-        if self.only_user is not None and user != self.only_user:
-            return False
-        if self.pool is not None:
-            return self.pool.check_em_password(user, password)
-        return self.local.em.accepts(pwd.getpwnam(user).pw_dir, user, password)
-
     def close(self):
         if self.pool is not None:
             self.pool.close()
 
 
 class ServiceApp:
-    """The front WSGI callable.  `static_routes` (regex -> handler(environ) -> Reply)
-    are served before authentication, for assets that hold no user data."""
+    """The front WSGI callable.
+
+    It trusts only itself and the authenticator: what a backend returns comes from a
+    process running as a user (and executing that user's service.py), so its status,
+    headers and body are checked and its security headers replaced by ours before
+    they reach a browser, which may be another user's (`sanitize`)."""
 
     def __init__(self, auth, admins, backend, prefix="", service_user=None,
-                 max_body=MAX_BODY):
+                 max_body=MAX_BODY, public_url=None, admin_write=False):
         self.auth = auth
         self.admins = admins
         self.backend = backend
         self.prefix = normalize_prefix(prefix)
         self.service_user = service_user or pwd.getpwuid(os.geteuid()).pw_name
         self.max_body = max_body
-        self.static_routes = []
+        self.public_url = (public_url or "").rstrip("/")
+        self.admin_write = admin_write
+        self.trusted_origins = [o for o in [web.origin_of(self.public_url)] if o]
 
     def __call__(self, environ, start_response):
         try:
@@ -110,21 +104,26 @@ class ServiceApp:
             if e.status == 401:
                 reply.headers.append(("WWW-Authenticate",
                                       'Basic realm="%s", charset="UTF-8"' % self.auth.realm))
+            if isinstance(e, TooManyRequests):
+                reply.headers.append(("Retry-After", str(e.retry_after)))
         except Exception:
             log.exception("internal error in %s %s", environ.get("REQUEST_METHOD"),
                           environ.get("PATH_INFO"))
             reply = json_reply(500, {"message": "Internal server error"})
-        headers = list(reply.headers) + [("Content-Length", str(len(reply.body))),
-                                         ("X-Content-Type-Options", "nosniff")]
-        start_response("%d %s" % (reply.status, _REASONS.get(reply.status, "Unknown")),
-                       headers)
-        return [reply.body]
+        headers = list(reply.headers) + [web.csp_header(reply.sandbox)] + \
+            list(web.SECURITY_HEADERS) + [("Content-Length", str(len(reply.body)))]
+        start_response(web.status_line(reply.status), headers)
+        if isinstance(reply.body, bytes):
+            return [reply.body]
+        return reply.body  # a long reply, streamed from the worker as it is sent
 
     def handle(self, environ):
         path = self.local_path(environ.get("PATH_INFO") or "/")
-        for pattern, handler in self.static_routes:
-            if pattern.match(path):
-                return handler(environ)
+        static = STATIC_ROUTE.match(path)
+        if static and environ["REQUEST_METHOD"] in _READ_METHODS:
+            found = assets.serve(static.group(1), environ.get("HTTP_IF_NONE_MATCH"))
+            if found is not None:
+                return Reply(*found)
         remote = environ.get("REMOTE_ADDR")
         me = self.auth.authenticate(environ.get("HTTP_AUTHORIZATION"), remote)
         url_user = _url_user(path)
@@ -133,19 +132,29 @@ class ServiceApp:
         if path == "/":
             if _is_root(me):
                 raise Forbidden("root's data is never served; open /u/<user>/")
-            return Reply(302, [("Location", "%s/u/%s/" % (self.base_url(environ), me)),
+            return Reply(302, [("Location", "%s/u/%s/" % (self.mount(environ), me)),
                                ("Content-Type", "text/plain; charset=utf-8")], b"")
         if url_user is None and not any(p.match(path) for p in OWN_ROUTES):
             raise NotFound("No such resource: %s" % path)
         target = url_user or me
         admin = me in self.admins
-        self.authorize(me, target, admin)
+        self.authorize(me, target, admin, environ["REQUEST_METHOD"])
+        body = self.check_request(environ, path)
         call = Call(environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""),
-                    _headers(environ), self.base_url(environ), target, me, admin,
-                    self.read_body(environ))
-        reply = self.backend.handle(call)
+                    _headers(environ), self.mount(environ), target, me, admin, body,
+                    self.public_url)
+        reply = sanitize(self.backend.handle(call), self.mount(environ), self.public_url)
         log.debug("%s %s %s %s -> %d", remote, me, call.method, path, reply.status)
         return reply
+
+    def check_request(self, environ, path):
+        """The browser-facing rules (web), then the body."""
+        web.check_same_origin(environ, self.trusted_origins)
+        if API_ROUTES.match(path):
+            web.check_not_a_form_post(environ)
+        body = web.read_body(environ, self.max_body)
+        web.check_body_type(environ, body)
+        return body
 
     def local_path(self, path):
         """The path below the prefix; 404 outside it, 400 for traversal or NUL."""
@@ -159,10 +168,15 @@ class ServiceApp:
             raise BadRequest("Invalid path")
         return path
 
-    def authorize(self, me, target, admin):
-        if target != me and not admin:
-            log.info("%s was refused %s's data (not in ADMIN_USERS)", me, target)
-            raise Forbidden("%s may not see %s's data (ADMIN_USERS)" % (me, target))
+    def authorize(self, me, target, admin, method="GET"):
+        if target != me:
+            if not admin:
+                log.info("%s was refused %s's data (not in ADMIN_USERS)", me, target)
+                raise Forbidden("%s may not see %s's data (ADMIN_USERS)" % (me, target))
+            if method not in _READ_METHODS and not self.admin_write:
+                log.info("%s was refused to act on %s's data (ADMIN_WRITE is off)", me, target)
+                raise Forbidden("%s may view %s's data but not act on it (ADMIN_USERS may "
+                                "only view; ADMIN_WRITE = True lets them act)" % (me, target))
         try:
             uid = passwd(target).pw_uid
         except (KeyError, ValueError):
@@ -173,38 +187,86 @@ class ServiceApp:
                                    "user")
             raise Forbidden("root's data is never served")
 
-    def read_body(self, environ):
-        if environ.get("HTTP_TRANSFER_ENCODING"):
-            raise LengthRequired("Chunked request bodies are not supported; send "
-                                 "Content-Length")
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise BadRequest("Invalid Content-Length")
-        if length < 0:
-            raise BadRequest("Invalid Content-Length")
-        if length > self.max_body:
-            raise TooLarge("Request body too large: %d bytes (at most %d)"
-                           % (length, self.max_body))
-        if not length:
-            return b""
-        body = environ["wsgi.input"].read(length)
-        if len(body) != length:
-            raise BadRequest("Request body shorter than its Content-Length")
-        return body
+    def mount(self, environ):
+        """Where the service lives on this host (mount point + prefix): every link is
+        root-relative and starts here; the Host header never reaches a link."""
+        return environ.get("SCRIPT_NAME", "").rstrip("/") + self.prefix
 
-    def base_url(self, environ):
-        """scheme://host + mount point + prefix; a Host header that is not a plain
-        host[:port] is ignored (it would end up in every link)."""
-        scheme = environ.get("wsgi.url_scheme", "https")
-        host = environ.get("HTTP_HOST", "")
-        if not _HOST.match(host):
-            host = environ.get("SERVER_NAME", "localhost")
-            port = environ.get("SERVER_PORT")
-            if port and port != {"http": "80", "https": "443"}.get(scheme):
-                host = "%s:%s" % (host, port)
-        return "%s://%s%s%s" % (scheme, host, environ.get("SCRIPT_NAME", "").rstrip("/"),
-                                self.prefix)
+
+# --------------------------------------------------------------------------- untrusted replies
+
+_PASSED = frozenset(("content-type", "location", "allow", "retry-after", "etag",
+                     "cache-control", "content-disposition", "last-modified"))
+# What a user's process may answer with: nothing a browser would run as a script.
+_SAFE_TYPES = frozenset(("text/html", "text/plain", "application/json", "image/svg+xml",
+                         "image/png", "image/gif", "image/jpeg", "application/octet-stream"))
+_CHARSET = re.compile(r"\s*charset=\"?([A-Za-z0-9_.:-]{1,40})\"?\s*\Z", re.I)
+_DISPOSITION = re.compile(r"attachment; filename\*=UTF-8''[A-Za-z0-9%._~!$&'()*+,;=:@-]{1,1000}\Z")
+_BAD_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def sanitize(reply, mount, public_url=""):
+    """A backend's reply made safe to pass to a browser: a sane status, only the
+    headers a page needs (each checked), a content type that cannot run as script,
+    redirects only within the service, and a sandbox when the backend asks for one
+    (a request to be stricter is the one thing taken from it)."""
+    try:
+        status, headers, body = int(reply.status), list(reply.headers), reply.body
+        headers = [(str(n), str(v)) for n, v in headers]
+        if isinstance(body, (bytes, bytearray)):
+            body = bytes(body)
+        else:
+            len(body)  # a streamed body (switch.StreamedBody) knows its length
+    except (TypeError, ValueError):
+        return _bad_reply("malformed reply")
+    if not (200 <= status <= 599):
+        return _bad_reply("status %r" % (status,))
+    out, sandbox, has_type = [], False, False
+    for name, value in headers[:50]:
+        lower = name.lower()
+        if lower == "content-security-policy" and "sandbox" in value:
+            sandbox = True
+        if lower not in _PASSED or len(value) > 2048 or _BAD_CHARS.search(value):
+            continue
+        value = _checked(lower, value, mount, public_url)
+        if value is not None:
+            out.append((name, value))
+            has_type = has_type or lower == "content-type"
+    if 300 <= status < 400 and status != 304 and not any(n.lower() == "location"
+                                                          for n, _ in out):
+        return _bad_reply("redirect outside the service")
+    if not has_type:
+        out.append(("Content-Type", "application/octet-stream" if body else "text/plain"))
+    clean = Reply(status, out, body)
+    clean.sandbox = sandbox
+    return clean
+
+
+def _checked(name, value, mount, public_url):
+    if name == "content-type":
+        return _content_type(value)
+    if name == "location":
+        inside = value == mount or value.startswith((mount or "") + "/") or \
+            (public_url and value.startswith(public_url + "/"))
+        ok = inside and not value.startswith("//") and "\\" not in value
+        return value if ok else None
+    if name == "content-disposition":
+        return value if _DISPOSITION.match(value) else None
+    return value
+
+
+def _content_type(value):
+    kind, _, params = value.partition(";")
+    kind = kind.strip().lower()
+    if kind not in _SAFE_TYPES:
+        return "application/octet-stream"
+    charset = _CHARSET.match(params) if params else None
+    return "%s; charset=%s" % (kind, charset.group(1)) if charset else kind
+
+
+def _bad_reply(why):
+    log.warning("refused a reply from a user's process: %s", why)
+    return json_reply(502, {"message": "the process serving this user sent an invalid reply"})
 
 
 def _url_user(path):

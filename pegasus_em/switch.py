@@ -8,16 +8,26 @@ stay up for reuse and are stopped after IDLE_TIMEOUT seconds without a
 request; a worker that dies is started again by the next request.
 
 Wire: a control socketpair per worker carries new channels (one end of a fresh
-socketpair, passed with SCM_RIGHTS); on each channel requests and replies
-alternate, one frame each: `>II` (length of a JSON meta object, length of the
-body), the meta, the body.  A listener thread holds a channel for the whole of
-one request, so a slow request never blocks another.
+socketpair, passed with SCM_RIGHTS); on each channel a request (one frame) and
+its reply alternate.  A frame is `>II` (length of a JSON meta object, length
+of the body), the meta, the body.  A reply is a frame whose meta says
+`status`, `headers` and the body's whole `length`, then as many body frames
+as that length takes.  A listener thread holds a channel for the whole of one
+request, so a slow request never blocks another.
+
+The worker runs as the user and executes the user's own service.py, so the
+listener treats what it sends as hostile: frames are bounded (MAX_META,
+MAX_CHUNK) and memory is taken only as bytes arrive; a reply longer than
+MAX_HELD is streamed to the client rather than held; what the worker writes to
+stderr reaches the listener's log through a pipe, line by line, marked as the
+user's, bounded and rate-limited (it never gets a descriptor of the listener's).
 """
 
 import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -36,8 +46,12 @@ IDLE_TIMEOUT = 300     # seconds a worker may sit unused
 START_TIMEOUT = 20     # seconds a new worker has to say it is ready
 REPLY_TIMEOUT = 900    # seconds a request may take (analyze runs pegasus-analyzer)
 HEADER = struct.Struct(">II")
-MAX_META = 1 << 20
-MAX_BODY = 1 << 30
+MAX_META = 64 << 10    # a frame's JSON meta
+MAX_CHUNK = 1 << 20    # a frame's body: a longer request or reply takes several frames
+MAX_HELD = 8 << 20     # a reply up to this size is held whole; a longer one is streamed
+LOG_LINE = 2000        # characters of one line a worker logs
+LOG_BURST = 200        # lines a worker may log per LOG_WINDOW seconds
+LOG_WINDOW = 10.0
 READY = b"R"
 _SAFE_TO_REPEAT = ("GET", "HEAD")
 
@@ -66,30 +80,117 @@ def send_frame(sock, meta, body=b""):
         sock.sendall(body)
 
 
-def recv_frame(sock):
-    """(meta, body), or None when the peer closed between frames."""
+def recv_frame(sock, max_body=MAX_CHUNK):
+    """(meta, body), or None when the peer closed between frames; ValueError for a
+    frame over the bounds or a meta that is not a JSON object."""
     header = _recv_exact(sock, HEADER.size, eof_ok=True)
     if header is None:
         return None
     meta_len, body_len = HEADER.unpack(header)
-    if meta_len > MAX_META or body_len > MAX_BODY:
+    if meta_len > MAX_META or body_len > max_body:
         raise ValueError("frame too large: %d + %d bytes" % (meta_len, body_len))
     meta = json.loads(_recv_exact(sock, meta_len).decode("utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError("frame meta is not an object")
     return meta, _recv_exact(sock, body_len) if body_len else b""
 
 
 def _recv_exact(sock, size, eof_ok=False):
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
+    """Exactly `size` bytes, taking memory only as they arrive (a peer that announces
+    a megabyte and sends a byte costs a byte)."""
+    parts, got = [], 0
     while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
+        part = sock.recv(min(size - got, 256 << 10))
+        if not part:
             if eof_ok and got == 0:
                 return None
             raise ConnectionError("peer closed the channel mid-frame")
-        got += n
-    return bytes(buf)
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def send_reply(sock, reply):
+    """A reply as a meta frame (with the first chunk) and as many body frames as it
+    takes; the body may be bytes or an iterable of bytes of a known `length`."""
+    body = reply.body
+    if isinstance(body, (bytes, bytearray)):
+        length, chunks = len(body), _chunks(body)
+    else:
+        length, chunks = reply.length, iter(body)
+    send_frame(sock, {"status": reply.status, "headers": reply.headers, "length": length},
+               b"")
+    sent = 0
+    for chunk in chunks:
+        for piece in _chunks(chunk):
+            sent += len(piece)
+            if sent > length:
+                raise ValueError("the reply is longer than announced")
+            send_frame(sock, {}, piece)
+    if sent != length:
+        raise ValueError("the reply is shorter than announced")
+
+
+def _chunks(data):
+    return (data[i:i + MAX_CHUNK] for i in range(0, len(data), MAX_CHUNK))
+
+
+def recv_reply(sock, release):
+    """The worker's reply: held whole up to MAX_HELD, else streamed (`release(sock)` is
+    called once the whole body has been read, or the socket closed on any problem)."""
+    frame = recv_frame(sock)
+    if frame is None:
+        raise ConnectionError("worker closed the channel")
+    meta, _ = frame
+    length = meta.get("length")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        raise ValueError("reply without a valid length")
+    headers = [tuple(h) for h in meta.get("headers") or []]
+    if length <= MAX_HELD:
+        body = b"".join(_body_frames(sock, length))
+        release(sock)
+        return Reply(meta.get("status"), headers, body)
+    reply = Reply(meta.get("status"), headers, StreamedBody(sock, length, release))
+    return reply
+
+
+def _body_frames(sock, length):
+    got = 0
+    while got < length:
+        frame = recv_frame(sock)
+        if frame is None:
+            raise ConnectionError("worker closed the channel mid-reply")
+        got += len(frame[1])
+        if got > length or not frame[1]:
+            raise ValueError("reply body frames do not add up to its length")
+        yield frame[1]
+
+
+class StreamedBody:
+    """A long reply read from the worker as the client takes it (a WSGI iterable with
+    a length); the channel goes back to the worker only when all of it was read."""
+
+    def __init__(self, sock, length, release):
+        self.sock, self.length, self._release = sock, length, release
+        self._frames = _body_frames(sock, length)
+        self._done = False
+
+    def __len__(self):
+        return self.length
+
+    def __iter__(self):
+        for chunk in self._frames:
+            yield chunk
+        self._done = True
+
+    def close(self):
+        if self._release is not None:
+            release, self._release = self._release, None
+            if self._done:
+                release(self.sock)
+            else:
+                self.sock.close()
+                release(None)
 
 
 # --------------------------------------------------------------------------- listener side
@@ -116,13 +217,16 @@ class Worker:
                 pass_fds=[child.fileno()], user=pw.pw_uid, group=pw.pw_gid,
                 extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid), env=worker_env(pw),
                 cwd=pw.pw_dir if os.path.isdir(pw.pw_dir) else "/", umask=0o077,
-                start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE)
         except OSError as e:
             parent.close()
+            log.warning("cannot start a worker for user %s: %s", pw.pw_name, e)
             raise WorkerError("cannot start a process for user %s: %s"
                               % (pw.pw_name, e.strerror or e))
         finally:
             child.close()
+        relay_log(proc.stderr, "%s[%d]" % (pw.pw_name, proc.pid))
         worker = cls(pw.pw_name, proc, parent)
         worker._await_ready()
         log.info("started worker pid %d for user %s", proc.pid, pw.pw_name)
@@ -141,32 +245,21 @@ class Worker:
                               "the service log" % (self.user, self.proc.poll()))
 
     def call(self, call):
-        """Send one request and wait for its reply; Lost if the worker went away."""
-        meta, body = self._exchange(call.meta(), call.body, REPLY_TIMEOUT)
-        return Reply(meta["status"], [tuple(h) for h in meta["headers"]], body)
-
-    def check_em_password(self, password):
-        """Ask the worker whether this is its user's ensemble-manager PASSWORD."""
-        meta, _ = self._exchange({"op": "em-password"}, password.encode("utf-8"), START_TIMEOUT)
-        return meta.get("ok") is True
-
-    def _exchange(self, meta, body, timeout):
-        """One frame out and one back, on a channel held for the whole exchange."""
+        """Send one request and read its reply on a channel held for the whole exchange
+        (for a streamed reply, until its body is read); Lost if the worker went away or
+        broke the protocol."""
         channel = self._acquire()
         sent = False
         try:
-            channel.settimeout(timeout)
-            send_frame(channel, meta, body)
+            channel.settimeout(REPLY_TIMEOUT)
+            send_frame(channel, call.meta(), call.body)
             sent = True
-            frame = recv_frame(channel)
-            if frame is None:
-                raise ConnectionError("worker closed the channel")
-        except (OSError, ValueError):
+            return recv_reply(channel, self._release)
+        except (OSError, ValueError) as e:
+            log.warning("worker pid %d of user %s: %s", self.proc.pid, self.user, e)
             channel.close()
             self._release(None)
             raise Lost(sent)
-        self._release(channel)
-        return frame
 
     def _acquire(self):
         with self.lock:
@@ -253,12 +346,6 @@ class WorkerPool:
                                       "(exit status %s)" % (call.user, status))
         raise AssertionError("unreachable")
 
-    def check_em_password(self, user, password):
-        try:
-            return self._worker(user).check_em_password(password)
-        except (Lost, WorkerError, KeyError):
-            return False
-
     def _worker(self, user):
         with self._lock:
             worker = self._workers.get(user)
@@ -314,6 +401,40 @@ class WorkerPool:
             workers, self._workers = list(self._workers.values()), {}
         for w in workers:
             w.close()
+
+
+def relay_log(stream, who):
+    """Log what a worker writes to stderr, in a thread that ends with the worker."""
+    threading.Thread(target=_relay, args=(stream, who), name="worker-log", daemon=True).start()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _relay(stream, who):
+    """Each line as one log record marked as the worker's (control characters escaped,
+    so a line cannot pose as another record), at most LOG_BURST per LOG_WINDOW."""
+    window, lines, dropped = time.monotonic(), 0, 0
+    with stream:
+        while True:
+            try:
+                raw = stream.readline(LOG_LINE)
+            except (OSError, ValueError):
+                return
+            if not raw:
+                return
+            now = time.monotonic()
+            if now - window > LOG_WINDOW:
+                if dropped:
+                    log.warning("worker %s: %d more lines not logged", who, dropped)
+                window, lines, dropped = now, 0, 0
+            lines += 1
+            if lines > LOG_BURST:
+                dropped += 1
+                continue
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            log.info("worker %s: %s", who, _CONTROL.sub(lambda m: "\\x%02x" % ord(m.group()),
+                                                         text))
 
 
 def worker_argv(python=None):
@@ -393,21 +514,16 @@ def worker_main(argv):
 def serve_channel(channel, app, me):
     try:
         while True:
-            frame = recv_frame(channel)
+            frame = recv_frame(channel, MAX_HELD)
             if frame is None:
                 return
             meta, body = frame
-            if meta.get("op") == "em-password":
-                ok = app.em.accepts(pwd.getpwnam(me).pw_dir, me, body.decode("utf-8"))
-                send_frame(channel, {"ok": ok})
-                continue
             call = Call.from_meta(meta, body)
             if call.user != me:
                 reply = json_reply(403, {"message": "this process serves %s only" % me})
             else:
                 reply = app.handle(call)
-            send_frame(channel, {"status": reply.status, "headers": reply.headers},
-                       reply.body)
+            send_reply(channel, reply)
     except (OSError, ValueError) as e:
         log.warning("channel closed: %s", e)
     finally:

@@ -32,20 +32,22 @@ _JSON = "application/json"
 class Call:
     """One authorized request, as plain data (it crosses a process boundary)."""
 
-    FIELDS = ("method", "path", "query", "headers", "base", "user", "remote_user", "admin")
+    FIELDS = ("method", "path", "query", "headers", "base", "user", "remote_user", "admin",
+              "public")
     __slots__ = FIELDS + ("body",)
 
     def __init__(self, method, path, query="", headers=None, base="", user="",
-                 remote_user="", admin=False, body=b""):
+                 remote_user="", admin=False, body=b"", public=""):
         self.method = method
         self.path = path              # below the URL prefix, starting with "/"
         self.query = query            # raw query string
         self.headers = headers or {}  # lower-case names; never Authorization
-        self.base = base              # scheme://host + prefix: every link starts here
+        self.base = base              # mount point + prefix: every (root-relative) link
         self.user = user              # whose data
         self.remote_user = remote_user  # who asks
         self.admin = admin
         self.body = body
+        self.public = public          # configured absolute URL of the service, or ""
 
     def meta(self):
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -57,18 +59,24 @@ class Call:
     def args(self):
         return dict(urllib.parse.parse_qsl(self.query, keep_blank_values=True))
 
+    def api_base(self):
+        """Where API answers' `href`s start: absolute when the service knows its public
+        URL (5.x clients expect absolute links), else root-relative; never the Host."""
+        return self.public or self.base
+
     def user_base(self):
-        """Where this user's pages and API live, for links."""
-        return "%s/api/v1/user/%s" % (self.base, urllib.parse.quote(self.user, safe=""))
+        """Where this user's API lives, for links."""
+        return "%s/api/v1/user/%s" % (self.api_base(), urllib.parse.quote(self.user, safe=""))
 
 
 class Reply:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "sandbox")
 
     def __init__(self, status, headers, body):
         self.status = status
         self.headers = headers
         self.body = body
+        self.sandbox = False  # set by the listener: serve under a sandboxing policy
 
 
 def json_reply(status, obj, headers=()):
@@ -142,7 +150,7 @@ class UserApp:
     def own_ensembles(self, call, em_path):
         if call.user != call.remote_user:
             raise Forbidden("/ensembles acts for the signed-in user only")
-        return self._ensembles(call, em_path, call.base)
+        return self._ensembles(call, em_path, call.api_base())
 
     def _ensembles(self, call, em_path, public_base):
         if len(call.body) > 0 and call.method in ("GET", "HEAD", "DELETE"):

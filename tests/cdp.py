@@ -99,10 +99,10 @@ class Browser:
     """One headless Chromium with one page; `problems` collects console errors,
     uncaught exceptions, failed requests and HTTP errors."""
 
-    def __init__(self, profile_dir, executable=None, timeout=30):
+    def __init__(self, profile_dir, executable=None, timeout=30, flags=()):
         self.timeout = timeout
-        self.proc = subprocess.Popen([executable or find_chromium()] + FLAGS + ["--user-data-dir=" + profile_dir,
-                                                                                "about:blank"],
+        self.proc = subprocess.Popen([executable or find_chromium()] + FLAGS + list(flags) +
+                                     ["--user-data-dir=" + profile_dir, "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file = os.path.join(profile_dir, "DevToolsActivePort")
         deadline = time.monotonic() + timeout

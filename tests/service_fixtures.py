@@ -285,7 +285,7 @@ def children_of(pid):
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and fields[0] != "Z":
             out.append(int(entry))
     return out
 

@@ -60,7 +60,7 @@ class Stack:
                        wake=lambda: [w() for w in wakes], **kwargs)
         self.app = App(self.ops, BasicAuth(USER, PASSWORD).authenticate)
         self.server = Server(("127.0.0.1", 0), self.app)
-        self.url = self.server.url
+        self.url = self.app.base_url = self.server.url
         self._http = threading.Thread(target=self.server.serve_forever, args=(0.02,),
                                       name="stack-http", daemon=True)
         self._http.start()

@@ -393,6 +393,39 @@ def test_malformed_bodies_are_400(shared_daemon, body, ctype, message):
     assert st == 400 and message in reply["message"]
 
 
+def test_cross_site_browser_posts_are_refused(shared_daemon):
+    """A page elsewhere making the owner's browser post to the daemon (it may hold cached
+    Basic credentials for it) changes nothing; the CLI and scripts send no Origin."""
+    names = []
+    attacks = [{"Origin": "https://evil.example"}, {"Origin": "null"},
+               {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+               {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "same-origin"}]
+    for headers in attacks:
+        names.append(unique("csrf"))
+        st, _, reply = shared_daemon.request("POST", "/ensembles", {"name": names[-1]},
+                                             headers=headers)
+        assert st == 403 and ("refused" in reply["message"] or "form" in reply["message"]), \
+            headers
+    names.append(unique("plain"))
+    st, _, reply = shared_daemon.request("POST", "/ensembles", raw_body=b"name=" +
+                                         names[-1].encode(), headers={"Content-Type": "text/plain"})
+    assert st == 415 and "x-www-form-urlencoded" in reply["message"]
+    listed = {e["name"] for e in shared_daemon.request("GET", "/ensembles")[2]}
+    assert not listed & set(names)
+    own = "http://" + urllib.parse.urlsplit(shared_daemon.url).netloc
+    assert shared_daemon.request("POST", "/ensembles", {"name": unique("same")},
+                                 headers={"Origin": own})[0] == 201
+
+
+def test_the_host_header_does_not_reach_links(shared_daemon):
+    name = unique("host")
+    st, headers, _ = shared_daemon.request("POST", "/ensembles", {"name": name},
+                                           headers={"Host": "evil.example.com"})
+    assert st == 201 and headers["Location"] == "%s/ensembles/%s" % (shared_daemon.url, name)
+    _, _, e = shared_daemon.request("GET", "/ensembles/" + name, headers={"Host": "evil.example"})
+    assert e["href"].startswith(shared_daemon.url + "/")
+
+
 def _raw(d, data):
     host, port = urllib.parse.urlsplit(d.url).netloc.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:

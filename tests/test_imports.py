@@ -16,6 +16,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LAYERS = {
     "__init__": set(),
     "errors": set(),
+    "web": {"errors"},
+    "assets": set(),
     "states": {"errors"},
     "model": {"errors", "states"},
     "config": {"errors"},
@@ -28,7 +30,7 @@ LAYERS = {
     "metrics": {"__init__", "store", "states"},
     "importer": {"store", "model", "states", "errors", "planout", "dagstate"},
     "notify": {"__init__", "store"},
-    "api": {"ops", "wire", "errors", "auth", "states"},
+    "api": {"ops", "wire", "errors", "auth", "states", "web"},
     "httpd": {"errors", "config"},
     "policy": {"model", "states"},
     "manager": {"ops", "store", "db", "policy", "runner", "planout", "dagstate", "errors",
@@ -52,7 +54,7 @@ LAYERS = {
     "emproxy": {"config", "client", "errors"},
     "userapp": {"emproxy", "errors", "monitoring", "dashboard"},
     "switch": {"errors", "userapp"},
-    "service_app": {"errors", "userapp"},
+    "service_app": {"errors", "userapp", "assets", "web"},
     "runner": {"errors"},
     "planout": {"errors"},
     "dagstate": {"errors", "runner"},
@@ -64,11 +66,13 @@ LAYERS = {
     "ensview": {"db", "store", "errors", "masterdb", "model", "states"},
     "wfpages": {"browse", "charts", "pages", "stampede", "errors", "masterdb"},
     "empages": {"pages", "ensview", "errors", "masterdb", "states"},
-    "dashboard": {"config", "ensview", "pages", "stampede", "emproxy", "empages", "errors",
+    "dashboard": {"assets", "web", "config", "ensview", "pages", "stampede", "emproxy",
+                  "empages", "errors",
                   "masterdb", "states", "wfpages"},
 }
 CLIENT_SIDE = {"client", "fmt", "cli", "__main__", "legacy", "watch"}
-SERVER_SIDE = {"db", "store", "ops", "api", "httpd", "daemon", "auth", "wire", "pam", "tls",
+SERVER_SIDE = {"web", "assets", "db", "store", "ops", "api", "httpd", "daemon", "auth", "wire",
+               "pam", "tls",
                "explain", "metrics", "importer", "notify",
                "masterdb", "monitoring", "emproxy", "userapp", "switch", "service_app",
                "pservice", "browse", "stampede", "ensview", "wfpages", "empages", "dashboard"}

@@ -51,6 +51,7 @@ def world(sandbox):
             stack.callback(daemons[u.name].kill)
         cert, key = make_certificate(sandbox.base)
         service = Service(sandbox, "CERTIFICATE = %r\nPRIVATE_KEY = %r\nADMIN_USERS = {%r}\n"
+                          "EM_PASSWORD_LOGIN = True\n"
                           % (cert, key, carol.name), python=alice.python).start()
         stack.callback(service.stop)
         yield World(service, alice, bob, carol, daemons, group)
@@ -68,8 +69,14 @@ class World:
         return self.client.request(method, path, user.name, PASSWORDS[user.name], **kwargs)
 
     def workers(self):
-        return {pwd.getpwuid(proc_credentials(pid)[0][0]).pw_name: pid
-                for pid in children_of(self.service.proc.pid)}
+        """user name -> pid of the service's live workers (of users that still exist)."""
+        names = {u.pw_uid: u.pw_name for u in pwd.getpwall()}
+        found = {}
+        for pid in children_of(self.service.proc.pid):
+            uid = proc_credentials(pid)[0][0]
+            if uid in names:
+                found[names[uid]] = pid
+        return found
 
 
 def ensemble_names(world, user, path):
@@ -177,6 +184,36 @@ def test_the_ensemble_manager_password_signs_in_too(world):
     a = world.alice
     status, _, body = world.client.request("GET", "/ensembles", a.name, a.password)
     assert status == 200, body
+
+
+def test_locked_and_expired_accounts_cannot_sign_in(world, sandbox):
+    """Every login passes account management, the em PASSWORD too (EM_PASSWORD_LOGIN
+    is on here): `usermod -L` and an expired account keep the door shut."""
+    with throwaway_user(sandbox) as u:
+        u.configure()
+        set_password(u, "Pw-%s-3z" % u.name)
+        for password in (PASSWORDS[u.name], u.password):
+            assert world.client.request("GET", "/ensembles", u.name, password)[0] in (200, 503)
+        set_password(u, "Pw-%s-4z" % u.name)  # a new one: no cached login helps
+        subprocess.run(["usermod", "-L", u.name], check=True)
+        u.configure(password="em-%s-5z" % u.name)
+        for password in (PASSWORDS[u.name], u.password):
+            assert world.client.request("GET", "/ensembles", u.name, password)[0] == 401
+        subprocess.run(["usermod", "-U", u.name], check=True)
+        subprocess.run(["chage", "-E", "0", u.name], check=True)
+        u.configure(password="em-%s-6z" % u.name)
+        for password in (PASSWORDS[u.name], u.password):
+            assert world.client.request("GET", "/ensembles", u.name, password)[0] == 401
+        subprocess.run(["chage", "-E", "-1", u.name], check=True)
+        assert world.client.request("GET", "/ensembles", u.name, u.password)[0] in (200, 503)
+
+
+def test_failed_logins_start_no_process_even_with_em_password_login(world):
+    """A wrong password for daemon, bin, nobody (or anyone) starts nothing as them."""
+    before = set(world.workers())
+    for name in ("daemon", "bin", "nobody", world.bob.name):
+        assert world.client.request("GET", "/u/%s/" % name, name, "not-it-9")[0] == 401
+    assert set(world.workers()) <= before
 
 
 def test_pegasus_em_cli_over_https(world):

@@ -13,7 +13,8 @@ import wsgiref.validate
 import pytest
 
 from pegasus_em import auth, masterdb, pam, service_app, switch
-from pegasus_em.errors import BadRequest, ConfigError, EMError, NotFound, Unauthorized
+from pegasus_em.errors import (BadRequest, ConfigError, EMError, NotFound, TooManyRequests,
+                               Unauthorized)
 from pegasus_em.monitoring import Monitoring
 from pegasus_em.userapp import Call, Reply
 from service_fixtures import NEVER_STARTED_UUID, ROOT_UUID, SUB_UUID, make_pegasus_dbs
@@ -227,11 +228,35 @@ def basic(user, password):
     return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
 
 
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class SlowPam(FakePam):
+    """PAM that takes `cost` seconds (of the fake clock) for accounts that exist."""
+
+    def __init__(self, good, clock, cost):
+        super().__init__(good)
+        self.clock, self.cost = clock, cost
+
+    def authenticate(self, user, password, rhost=None):
+        self.clock.now += self.cost
+        return super().authenticate(user, password, rhost)
+
+
 def test_pam_authentication_caches_and_slows_failures():
     user = _some_user()
     fake = FakePam({(user, "right")})
+    clock = FakeClock()
     slept = []
-    a = auth.PamAuthentication(fake, sleep=slept.append, fail_delay=0.7)
+    a = auth.PamAuthentication(fake, sleep=slept.append, fail_delay=0.7, clock=clock)
     assert a.authenticate(basic(user, "right")) == user
     assert a.authenticate(basic(user, "right")) == user
     assert fake.calls == [user]                      # the second came from the cache
@@ -244,16 +269,92 @@ def test_pam_authentication_caches_and_slows_failures():
         a.authenticate(None)
     with pytest.raises(BadRequest):
         a.authenticate("Basic !!!")
+    with pytest.raises(BadRequest):
+        a.authenticate("Basic \xe9\xff")            # 8-bit bytes: 400, not a 500
     assert fake.calls == [user, user]
 
 
-def test_pam_authentication_falls_back_to_the_em_password():
+def test_failed_logins_take_the_same_time_whether_the_account_exists_or_not():
+    """An unknown name skips PAM; a known one pays for it: both must answer after
+    the same delay, or the time tells which accounts exist."""
+    clock = FakeClock()
+    a = auth.PamAuthentication(SlowPam(set(), clock, 0.05), sleep=clock.sleep, fail_delay=1.0,
+                               clock=clock, budget=auth.FailureBudget(free=100, clock=clock))
+    took = []
+    for name in (_some_user(), "no-such-account-zz9"):
+        start = clock.now
+        with pytest.raises(Unauthorized):
+            a.authenticate(basic(name, "wrong"), "10.0.0.1")
+        took.append(clock.now - start)
+    assert took == [1.0, 1.0]
+
+
+def test_password_guessing_is_slowed_per_user_and_per_address():
     user = _some_user()
-    a = auth.PamAuthentication(FakePam(set()), sleep=lambda s: None,
-                               fallback=lambda u, p: (u, p) == (user, "em-token"))
+    clock = FakeClock()
+    pam_ = FakePam({(user, "right")})
+    budget = auth.FailureBudget(free=3, window=900, cap=60, clock=clock, free_per_address=3)
+    a = auth.PamAuthentication(pam_, sleep=clock.sleep, fail_delay=0, clock=clock, budget=budget)
+    for _ in range(4):                                   # 3 free, the 4th closes for 2 s
+        with pytest.raises(Unauthorized):
+            a.authenticate(basic(user, "guess"), "10.0.0.1")
+    asked = len(pam_.calls)
+    with pytest.raises(TooManyRequests) as e:             # refused without asking PAM
+        a.authenticate(basic(user, "right"), "10.0.0.2")  # (per user: any address)
+    assert e.value.status == 429 and e.value.retry_after == 2 and len(pam_.calls) == asked
+    with pytest.raises(TooManyRequests):                  # per address: any user
+        a.authenticate(basic("no-such-account-zz9", "x"), "10.0.0.1")
+    clock.now += 2
+    with pytest.raises(Unauthorized):                     # open again, and a failure
+        a.authenticate(basic(user, "guess"), "10.0.0.3")  # closes it for longer
+    with pytest.raises(TooManyRequests) as e:
+        a.authenticate(basic(user, "right"), "10.0.0.3")
+    assert e.value.retry_after == 4
+    for i in range(20):                                   # growing, but capped
+        clock.now += 61
+        with pytest.raises(Unauthorized):
+            a.authenticate(basic(user, "guess"), "10.0.%d.9" % i)
+    with pytest.raises(TooManyRequests) as e:
+        a.authenticate(basic(user, "right"), "10.9.9.9")
+    assert e.value.retry_after == 60
+    clock.now += 61
+    assert a.authenticate(basic(user, "right"), "10.9.9.9") == user
+
+
+def test_the_em_password_is_a_login_only_when_allowed_and_never_runs_user_code(tmp_path):
+    user = _some_user()
+    import pwd
+    uid = pwd.getpwnam(user).pw_uid
+    conf = tmp_path / ".pegasus" / "service.py"
+    conf.parent.mkdir()
+    marker = tmp_path / "ran"
+    conf.write_text("USERNAME = %r\nPASSWORD = 'em-token'\nopen(%r, 'w')\n" % (user, str(marker)))
+    os.chown(str(conf), uid, -1)
+
+    class Accounts(FakePam):
+        ok = True
+
+        def account_ok(self, name):
+            return self.ok
+
+    pam_ = Accounts(set())
+    shadow = tmp_path / "shadow"
+    shadow.write_text("%s:$6$x:19000:0:99999:7:::\n" % user)
+    login = auth.EmPasswordLogin(pam_, lambda name: str(tmp_path), shadow=str(shadow))
+    a = auth.PamAuthentication(pam_, sleep=lambda s: None, fallback=login)
     assert a.authenticate(basic(user, "em-token")) == user
+    assert not marker.exists()                            # read, never executed
     with pytest.raises(Unauthorized):
         a.authenticate(basic(user, "nope"))
+    pam_.ok = False                                       # expired: account management says no
+    assert not login(user, "em-token")
+    pam_.ok = True
+    shadow.write_text("%s:!$6$x:19000:0:99999:7:::\n" % user)   # usermod -L
+    assert not login(user, "em-token")
+    shadow.write_text("%s:$6$x:19000:0:99999:7:::\n" % user)
+    assert login(user, "em-token")
+    os.chown(str(conf), uid + 1, -1)                      # not the user's own file
+    assert not login(user, "em-token")
 
 
 def _some_user():
@@ -376,10 +477,10 @@ def test_front_routes_and_rules(front):
     status, _, body = call_app(app, "/pfx/api/v1/user/%s/root" % alice, "A")
     assert status == 200 and body == {"user": alice, "path": "/api/v1/user/%s/root" % alice}
     call = backend.calls[-1]
-    assert call.base == "https://svc.example:5000/pfx" and call.remote_user == alice
+    assert call.base == "/pfx" and call.remote_user == alice
     assert "authorization" not in call.headers
     status, headers, _ = call_app(app, "/pfx/", "A")
-    assert status == 302 and headers["Location"] == "https://svc.example:5000/pfx/u/%s/" % alice
+    assert status == 302 and headers["Location"] == "/pfx/u/%s/" % alice
     assert call_app(app, "/pfx/api/v1/user/%s/root" % bob, "A")[0] == 403   # not an admin
     assert call_app(app, "/pfx/u/%s/" % alice, "B")[0] == 200               # bob is
     assert call_app(app, "/pfx/u/nosuchuser-zz/", "B")[0] == 404
@@ -407,8 +508,129 @@ def test_front_refuses_bad_input_before_the_backend(front):
 
 def test_a_forged_host_header_does_not_reach_links(front):
     app, backend, alice, _ = front
-    call_app(app, "/pfx/u/%s/" % alice, "A", extra={"HTTP_HOST": 'evil"><script>'})
-    assert backend.calls[-1].base == "https://svc.example:5000/pfx"
+    for host in ('evil"><script>', "evil.example.com"):
+        call_app(app, "/pfx/u/%s/" % alice, "A", extra={"HTTP_HOST": host})
+        assert backend.calls[-1].base == "/pfx" and backend.calls[-1].public == ""
+        status, headers, _ = call_app(app, "/pfx/", "A", extra={"HTTP_HOST": host})
+        assert headers["Location"] == "/pfx/u/%s/" % alice
+
+
+def test_cross_site_state_changes_are_refused_and_clients_without_origin_work(front):
+    """A page elsewhere can make a signed-in browser post a form with its cached Basic
+    credentials (defect 1): Origin, Sec-Fetch-Site, form navigations to the API and
+    text/plain bodies are refused before the backend sees anything."""
+    app, backend, alice, _ = front
+    form = b"name=x&basedir=/tmp&plan_command=touch+/tmp/pwned"
+    post = {"CONTENT_TYPE": "application/x-www-form-urlencoded"}
+    n = len(backend.calls)
+    attacks = [
+        dict(post, HTTP_ORIGIN="https://evil.example"),
+        dict(post, HTTP_ORIGIN="null"),
+        dict(post, HTTP_SEC_FETCH_SITE="cross-site"),
+        dict(post, HTTP_SEC_FETCH_SITE="same-site"),
+        dict(post, HTTP_ORIGIN="https://svc.example:5000", HTTP_SEC_FETCH_SITE="same-origin",
+             HTTP_SEC_FETCH_MODE="navigate"),                # a form aimed at the API
+    ]
+    for extra in attacks:
+        for path in ("/pfx/ensembles/e/workflows", "/pfx/api/v1/user/%s/ensembles/e/workflows"
+                     % alice):
+            assert call_app(app, path, "A", "POST", form, extra)[0] == 403, (path, extra)
+    status, _, body = call_app(app, "/pfx/ensembles/e/workflows", "A", "POST", form,
+                               {"CONTENT_TYPE": "text/plain"})
+    assert status == 415 and "x-www-form-urlencoded" in body["message"]
+    assert len(backend.calls) == n
+    # the CLI, curl and scripts send no Origin; a same-origin fetch sends ours
+    assert call_app(app, "/pfx/ensembles/e/workflows", "A", "POST", form, post)[0] == 200
+    assert call_app(app, "/pfx/ensembles/e/workflows", "A", "POST", form,
+                    dict(post, HTTP_ORIGIN="https://svc.example:5000",
+                         HTTP_SEC_FETCH_SITE="same-origin", HTTP_SEC_FETCH_MODE="cors"))[0] == 200
+    assert call_app(app, "/pfx/ensembles/e/workflows", "A", "POST",
+                    b'{"name": "x"}', {"CONTENT_TYPE": "application/json"})[0] == 200
+    # the dashboard's own forms (same origin, navigating) still work
+    assert call_app(app, "/pfx/u/%s/ensembles/e" % alice, "A", "POST", b"action=pause",
+                    dict(post, HTTP_ORIGIN="https://svc.example:5000",
+                         HTTP_SEC_FETCH_SITE="same-origin", HTTP_SEC_FETCH_MODE="navigate"))[0] \
+        == 200
+    assert call_app(app, "/pfx/ensembles", "A", "GET", extra={
+        "HTTP_ORIGIN": "https://evil.example", "HTTP_SEC_FETCH_SITE": "cross-site"})[0] == 200
+
+
+def test_admins_view_but_act_only_with_admin_write(front):
+    app, backend, alice, bob = front          # bob is an admin
+    form = b"state=PAUSED"
+    post = {"CONTENT_TYPE": "application/x-www-form-urlencoded"}
+    n = len(backend.calls)
+    for path in ("/pfx/api/v1/user/%s/ensembles/e" % alice, "/pfx/u/%s/ensembles/e" % alice):
+        status, _, body = call_app(app, path, "B", "POST", form, post)
+        assert status == 403 and "ADMIN_WRITE" in body["message"]
+    assert len(backend.calls) == n
+    assert call_app(app, "/pfx/api/v1/user/%s/ensembles/e" % alice, "B")[0] == 200
+    app.admin_write = True
+    assert call_app(app, "/pfx/api/v1/user/%s/ensembles/e" % alice, "B", "POST", form,
+                    post)[0] == 200
+
+
+class ScriptedBackend:
+    """A user's worker turned hostile: it answers whatever the test says."""
+
+    def __init__(self):
+        self.reply = None
+
+    def handle(self, call):
+        return self.reply
+
+
+@pytest.fixture
+def hostile(front):
+    _, _, alice, _ = front
+    backend = ScriptedBackend()
+    app = service_app.ServiceApp(FakeAuth({"A": alice}), auth.AdminUsers(None), backend,
+                                 prefix="/pfx", service_user=alice)
+    return app, backend, alice
+
+
+def test_a_workers_reply_cannot_weaken_the_page_or_serve_script(hostile):
+    app, backend, alice = hostile
+    page = "/pfx/u/%s/" % alice
+    backend.reply = Reply(200, [("Content-Type", "text/html"), ("Content-Security-Policy",
+                                                                "script-src *"),
+                                ("X-Frame-Options", "ALLOWALL"), ("Set-Cookie", "a=b"),
+                                ("Refresh", "0; url=https://evil.example"),
+                                ("X-Content-Type-Options", "sniff")],
+                          b"<script>alert(1)</script>")
+    status, headers, _ = call_app(app, page, "A")
+    assert status == 200
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'; script-src 'self';")
+    assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
+    assert "Set-Cookie" not in headers and "Refresh" not in headers
+    for kind in ("text/javascript", "application/javascript; charset=utf-8", "text/css",
+                 "application/ecmascript", "text/xml", "application/xhtml+xml"):
+        backend.reply = Reply(200, [("Content-Type", kind)], b"alert(1)")
+        assert call_app(app, page, "A")[1]["Content-Type"] == "application/octet-stream", kind
+    backend.reply = Reply(200, [("Content-Type", "text/plain; charset=utf-8"),
+                                ("Content-Security-Policy", "sandbox")], b"raw file")
+    headers = call_app(app, page, "A")[1]
+    assert "sandbox" in headers["Content-Security-Policy"]
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    for location in ("https://evil.example/", "//evil.example/x", "/elsewhere/", "/\\evil"):
+        backend.reply = Reply(303, [("Location", location)], b"")
+        assert call_app(app, page, "A")[0] == 502, location
+    backend.reply = Reply(303, [("Location", "/pfx/u/%s/ensembles" % alice)], b"")
+    assert call_app(app, page, "A")[1]["Location"] == "/pfx/u/%s/ensembles" % alice
+    for bad in (Reply(101, [], b""), Reply("x", [], b""), Reply(200, None, b""),
+                Reply(200, [("Content-Type", "text/html\r\nX: y")], b"")):
+        backend.reply = bad
+        status, headers, _ = call_app(app, page, "A", validate=False)
+        assert status in (200, 502) and "X" not in headers
+
+
+def test_static_files_come_from_the_listener_before_authentication(hostile):
+    app, backend, _ = hostile
+    backend.reply = Reply(200, [("Content-Type", "text/javascript")], b"alert('worker')")
+    status, headers, body = call_app(app, "/pfx/static/dashboard.js")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert body.startswith(b"// Pegasus dashboard")
+    assert call_app(app, "/pfx/static/nope.js")[0] == 401    # not ours: not served
 
 
 def test_no_authentication_identity(front):
