@@ -65,9 +65,11 @@ class Request:
     """One request to the dashboard, below /u/<user>."""
 
     __slots__ = ("method", "path", "args", "headers", "body", "user", "remote_user", "prefix",
-                 "origin", "base", "json", "home", "_form")
+                 "origin", "base", "json", "home", "may_act", "_form")
 
-    def __init__(self, method, path, query, headers, body, user, remote_user, prefix, origin):
+    def __init__(self, method, path, query, headers, body, user, remote_user, prefix, origin,
+                 may_act=True):
+        self.may_act = may_act  # False: an admin viewing someone else's (no action forms)
         self.method = method
         self.headers = headers
         self.body = body
@@ -188,7 +190,7 @@ class Dashboard(WorkflowPages, EnsemblePages):
         match = re.match(r"/u/[^/]+(/.*)?\Z", call.path)
         rest = match.group(1) if match else call.path
         r = self.handle(call.method, rest or "/", call.query, call.headers, call.body, call.user,
-                        call.remote_user, parts.path, origin)
+                        call.remote_user, parts.path, origin, call.write)
         return r.status, r.headers, r.body
 
     def wsgi(self, environ, start_response):
@@ -224,11 +226,13 @@ class Dashboard(WorkflowPages, EnsemblePages):
 
     __call__ = wsgi
 
-    def handle(self, method, path, query, headers, body, user, remote_user, prefix, origin):
+    def handle(self, method, path, query, headers, body, user, remote_user, prefix, origin,
+               may_act=True):
         """`path` is the part after /u/<user> ("/" for the workflow list)."""
         req = None
         try:
-            req = Request(method, path, query, headers, body, user, remote_user, prefix, origin)
+            req = Request(method, path, query, headers, body, user, remote_user, prefix, origin,
+                          may_act)
             if self.only_user is not None and user != self.only_user:
                 raise Forbidden("This dashboard serves only %s's workflows" % self.only_user)
             handler, groups = self.route(req)
@@ -369,6 +373,9 @@ class Dashboard(WorkflowPages, EnsemblePages):
         return key
 
     def csrf(self, req, now=None):
+        """A form token; None when the viewer may not act here (forms are then left out)."""
+        if not req.may_act:
+            return None
         ts = int(now if now is not None else time.time())
         return "%d.%s" % (ts, self._sign(req, "csrf", str(ts)))
 

@@ -267,6 +267,8 @@ def workflow_forms(href, token, wf):
 
 
 def priority_form(href, token, priority):
+    if token is None:
+        return escape(priority)
     field = Markup('<input type="number" name="priority" value="%s" aria-label="priority" '
                    'step="1">' % escape(priority))
     return pages.action_form(href, token, "Set", [("action", "priority")], cls="act prio",

@@ -206,7 +206,10 @@ def hidden(name, value):
 
 
 def action_form(action, csrf, button, fields=(), cls="act", danger=False, extra=""):
-    """A POST form with its CSRF token; `fields` are (name, value) hidden inputs."""
+    """A POST form with its CSRF token (none: no form); `fields` are (name, value) hidden
+    inputs."""
+    if csrf is None:
+        return Markup("")
     inputs = "".join(hidden(k, v) for k, v in fields)
     return Markup('<form method="post" action="%s" class="%s">%s%s%s'
                   '<button type="submit"%s>%s</button></form>'

@@ -142,7 +142,7 @@ class ServiceApp:
         body = self.check_request(environ, path)
         call = Call(environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""),
                     _headers(environ), self.mount(environ), target, me, admin, body,
-                    self.public_url)
+                    self.public_url, target == me or self.admin_write)
         reply = sanitize(self.backend.handle(call), self.mount(environ), self.public_url)
         log.debug("%s %s %s %s -> %d", remote, me, call.method, path, reply.status)
         return reply

@@ -33,11 +33,11 @@ class Call:
     """One authorized request, as plain data (it crosses a process boundary)."""
 
     FIELDS = ("method", "path", "query", "headers", "base", "user", "remote_user", "admin",
-              "public")
+              "public", "write")
     __slots__ = FIELDS + ("body",)
 
     def __init__(self, method, path, query="", headers=None, base="", user="",
-                 remote_user="", admin=False, body=b"", public=""):
+                 remote_user="", admin=False, body=b"", public="", write=True):
         self.method = method
         self.path = path              # below the URL prefix, starting with "/"
         self.query = query            # raw query string
@@ -48,6 +48,7 @@ class Call:
         self.admin = admin
         self.body = body
         self.public = public          # configured absolute URL of the service, or ""
+        self.write = write            # whether the one who asks may act (pages show forms)
 
     def meta(self):
         return {name: getattr(self, name) for name in self.FIELDS}

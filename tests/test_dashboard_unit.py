@@ -104,6 +104,7 @@ class FakeReq:
     def __init__(self, home, user="alice", remote_user="alice", form=None, headers=None, origin="https://h"):
         self.home, self.user, self.remote_user = home, user, remote_user
         self._f, self.headers, self.origin = form or {}, headers or {}, origin
+        self.may_act = True
         self.args = {}
 
     def form(self):

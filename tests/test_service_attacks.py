@@ -269,3 +269,9 @@ def test_admins_may_view_but_not_act_on_others_ensembles(site):
     assert status == 403 and "ADMIN_WRITE" in body["message"]
     assert site.as_user(a, "POST", path + "/" + ensemble, form={"state": "PAUSED"})[0] == 403
     assert workflow_names(site, ensemble) == set()
+    # the dashboard shows admins no forms they could not use; the owner gets them
+    page = "/u/%s/ensembles/%s" % (v.name, ensemble)
+    assert "<form method=\"post\"" not in site.as_user(a, "GET", page,
+                                                        headers={"Accept": "text/html"})[2]
+    assert "<form method=\"post\"" in site.as_user(v, "GET", page,
+                                                    headers={"Accept": "text/html"})[2]
