@@ -92,8 +92,8 @@ def check_same_origin(environ, trusted_origins=()):
     origin = environ.get("HTTP_ORIGIN")
     if origin is None:
         return
-    allowed = [own_origin(environ)] + [o.lower() for o in trusted_origins]
-    if origin.strip().lower() not in allowed:
+    allowed = [own_origin(environ)] + [_normal(o) for o in trusted_origins]
+    if _normal(origin) not in allowed:
         raise Forbidden("Cross-site request refused (Origin %s)" % origin[:200])
 
 
@@ -112,13 +112,22 @@ def own_origin(environ):
     host = environ.get("HTTP_HOST")
     if not host:
         return None
-    return "%s://%s" % (environ.get("wsgi.url_scheme", "http"), host.strip().lower())
+    return _normal("%s://%s" % (environ.get("wsgi.url_scheme", "http"), host))
 
 
 def origin_of(url):
     """scheme://host[:port] of an absolute URL (a configured public URL), or None."""
     match = re.match(r"(https?://[^/?#]+)", url or "")
-    return match.group(1).lower() if match else None
+    return _normal(match.group(1)) if match else None
+
+
+def _normal(origin):
+    """Lower case, without the scheme's default port: how browsers write an Origin."""
+    origin = origin.strip().lower()
+    for scheme, port in (("https://", ":443"), ("http://", ":80")):
+        if origin.startswith(scheme) and origin.endswith(port):
+            return origin[:-len(port)]
+    return origin
 
 
 def csp_header(sandbox=False):

@@ -655,3 +655,27 @@ def test_backend_only_user_is_403():
     with pytest.raises(EMError) as e:
         backend.handle(Call("GET", "/u/bob/", user="bob", remote_user="bob"))
     assert e.value.status == 403
+
+
+@pytest.mark.parametrize("host, origin, ok", [
+    ("svc.example", "https://svc.example", True),
+    ("svc.example:443", "https://svc.example", True),
+    ("SVC.example:5000", "https://svc.example:5000", True),
+    ("svc.example:5000", "https://svc.example:5001", False),
+    ("svc.example:5000", "http://svc.example:5000", False),
+    ("svc.example", "https://svc.example.evil.example", False),
+    (None, "https://svc.example", False),
+])
+def test_same_origin_compares_as_browsers_write_origins(host, origin, ok):
+    from pegasus_em import web
+    env = {"REQUEST_METHOD": "POST", "wsgi.url_scheme": "https", "HTTP_ORIGIN": origin}
+    if host:
+        env["HTTP_HOST"] = host
+    if ok:
+        web.check_same_origin(env)
+    else:
+        with pytest.raises(EMError) as e:
+            web.check_same_origin(env)
+        assert e.value.status == 403
+    web.check_same_origin(dict(env, HTTP_ORIGIN="https://proxy.example"),
+                          [web.origin_of("https://proxy.example:443/pegasus")])
