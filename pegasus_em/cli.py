@@ -363,9 +363,10 @@ def _connect(args):
     if not (cfg.get("USERNAME") and cfg.get("PASSWORD")):
         raise ClientError("Specify USERNAME and PASSWORD in %s"
                           % (cfg.path or config.config_path()))
-    url = client.discover_url(args.url, os.environ, cfg)
+    found = client.discover(args.url, os.environ, cfg)
     cafile = args.cafile or os.environ.get("PEGASUS_EM_CAFILE")
-    return client.Client(url, cfg["USERNAME"], cfg["PASSWORD"], cafile=cafile)
+    return client.Client(found.url, cfg["USERNAME"], found.token or cfg["PASSWORD"],
+                         cafile=cafile, guard=found.guard)
 
 
 def _path(*names):

@@ -5,6 +5,7 @@ import json
 import logging
 import logging.handlers
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -116,7 +117,8 @@ class Daemon:
         ops.wake = manager.wake
         ops.wake_triggers = triggers.wake
         ops.wake_notifier = notifier.wake
-        app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"]).authenticate)
+        token = secrets.token_urlsafe(32)  # new at each start: a stale one opens nothing
+        app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"], token).authenticate)
         host = host or "127.0.0.1"
         port = _port(port, cfg)
         try:
@@ -125,10 +127,10 @@ class Daemon:
             db.close()
             raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
         daemon = cls(paths, cfg, db, server, lock_fd, manager, triggers, notifier)
-        daemon._run()
+        daemon._run(token)
         return daemon
 
-    def _run(self):
+    def _run(self, token):
         try:
             # Before the engine starts: no planner may see a workflow whose input
             # files a crash left half moved.
@@ -141,7 +143,7 @@ class Daemon:
         self.manager.start()
         self.triggers.start()
         self.notifier.start()
-        write_endpoint(self.paths.endpoint, self.server.url)
+        write_endpoint(self.paths.endpoint, self.server.url, token)
         log.info("pegasus-em %s serving %s (pid %d)", __version__, self.server.url, os.getpid())
 
     def stop(self):
@@ -196,12 +198,13 @@ def acquire_lock(path):
     return fd
 
 
-def write_endpoint(path, url):
-    """Tell clients where we listen (matters with --port 0); atomic, 0600."""
+def write_endpoint(path, url, token):
+    """Tell our clients where we listen (matters with --port 0) and this run's token
+    (which they send instead of PASSWORD); atomic, 0600."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "pid": os.getpid(), "version": __version__}, f)
+        json.dump({"url": url, "pid": os.getpid(), "version": __version__, "token": token}, f)
     os.replace(tmp, path)
 
 
