@@ -48,6 +48,13 @@ class TooLarge(EMError):
     status = 413
 
 
+class DiskFull(EMError):
+    """No space left for the database: the change was rolled back, nothing else is
+    lost, and the same request works again once space is freed."""
+
+    status = 503
+
+
 class ConfigError(EMError):
     """The configuration cannot be used; raised before anything starts."""
 

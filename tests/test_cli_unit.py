@@ -747,7 +747,9 @@ def test_server_verb_calls_daemon_serve_lazily(monkeypatch):
     monkeypatch.setitem(sys.modules, "pegasus_em.daemon", fake)
     monkeypatch.setattr(pegasus_em, "daemon", fake, raising=False)
     assert cli.main(["server", "--port", "0", "-d"]) == 3
-    assert calls == [{"host": None, "port": 0, "debug": True}]
+    assert calls == [{"host": None, "port": 0, "debug": True, "allow_remote": False}]
+    assert cli.main(["server", "--host", "0.0.0.0", "--allow-remote"]) == 3
+    assert calls[1] == {"host": "0.0.0.0", "port": None, "debug": False, "allow_remote": True}
 
 
 # --------------------------------------------------------------------------- client
