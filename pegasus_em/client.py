@@ -165,6 +165,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    """Plain HTTP through `_GuardedConnection`."""
+
     def __init__(self, guard):
         super().__init__()
         self._guard = guard
@@ -194,8 +196,9 @@ def _opener(url, cafile, guard=None):
     handlers = [_NoRedirect()]
     if guard is not None and url.startswith("http:"):
         handlers.append(_GuardedHTTPHandler(guard))
-    if _is_loopback(urllib.parse.urlsplit(url).hostname):
-        # A proxy from http_proxy cannot reach the user's own 127.0.0.1.
+    if guard is not None or _is_loopback(urllib.parse.urlsplit(url).hostname):
+        # A proxy from http_proxy cannot reach the user's own daemon (and would hide
+        # who listens there).
         handlers.append(urllib.request.ProxyHandler({}))
     if url.startswith("https:"):
         handlers.append(urllib.request.HTTPSHandler(context=ssl_context(cafile)))
@@ -234,7 +237,8 @@ def discover(url=None, env=None, cfg=None, endpoint_file=None):
     env = os.environ if env is None else env
     chosen = url or env.get("PEGASUS_EM_URL")
     if chosen:
-        return Endpoint(chosen, None, refuse_other_users)
+        local = _is_loopback(urllib.parse.urlsplit(chosen).hostname)
+        return Endpoint(chosen, None, refuse_other_users if local else None)
     path = endpoint_file or os.path.join(config.pegasus_dir(), ENDPOINT_FILE)
     found = read_endpoint_info(path)
     if found:
@@ -251,7 +255,7 @@ def read_endpoint(path):
 
 def read_endpoint_info(path):
     """The `Endpoint` of the daemon that wrote this file, or None when the file is
-    absent, garbled, not ours and private, or its daemon is gone: the pid must be a
+    absent, garbled, not ours, writable by others, or its daemon is gone: the pid must be a
     live process of ours and the URL's port held by a socket of ours."""
     doc = _private_json(path)
     if not isinstance(doc, dict):

@@ -310,6 +310,6 @@ def _unusable(path, e):
         return "The disk holding %s is full: free some space and start again." % path
     if isinstance(e, sqlite3.OperationalError):  # cannot open, read-only, I/O error
         return ("Cannot use the database %s: %s. You must be able to write it, its "
-                "folder and its -wal and -shm files." % (path, e))
+                "folder and its -wal and -shm files, on a disk with free space." % (path, e))
     return ("%s is not a usable SQLite database (%s). Move it away (mv %s %s.broken) to "
             "start with an empty one, or restore it from a backup." % (path, e, path, path))

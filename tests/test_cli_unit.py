@@ -802,6 +802,8 @@ def test_discovery_prefers_the_option_then_the_environment(endpoint, listener):
     env = {"PEGASUS_EM_URL": "http://127.0.0.1:2"}
     chosen = client.discover("http://127.0.0.1:1", env, {}, str(endpoint))
     assert chosen == ("http://127.0.0.1:1", None, client.refuse_other_users)
+    remote = client.discover("http://192.0.2.1:1", {}, {}, str(endpoint))
+    assert remote == ("http://192.0.2.1:1", None, None)  # the user's call; proxies apply
     assert client.discover(None, env, {}, str(endpoint)).url == "http://127.0.0.1:2"
     assert client.discover(None, {}, {}, str(endpoint)) == \
         (listener, "run-token", client.require_own_listener)
