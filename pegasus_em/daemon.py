@@ -55,14 +55,16 @@ class Paths:
 
 def serve(host=None, port=None, debug=False, allow_remote=False):
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns an exit code."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # The main thread acts, not the handler; set before start, since a client may
+        # find us (and a supervisor stop us) as soon as the endpoint file exists.
+        signal.signal(sig, lambda *_: stop.set())
     try:
         daemon = Daemon.start(host, port, debug, allow_remote)
     except EMError as e:  # ConfigError, or DiskFull while setting up
         print("ERROR: %s" % e.message, file=sys.stderr)
         return e.exit_code
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())  # the main thread acts, not the handler
     try:
         while not stop.wait(3600):
             pass
