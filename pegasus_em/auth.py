@@ -34,21 +34,25 @@ def parse_basic(header):
 
 
 class BasicAuth:
-    """The daemon owner's USERNAME/PASSWORD from service.py."""
+    """The daemon owner's USERNAME with the PASSWORD from service.py (what a Pegasus
+    5.x client sends) or with this run's token from the 0600 endpoint file (what our
+    client sends when it found the daemon there, so a squatter on a port we left
+    learns nothing that works later)."""
 
     realm = "pegasus-em"
 
-    def __init__(self, username, password):
+    def __init__(self, username, password, token=None):
         self._user = username.encode("utf-8")
-        self._password = password.encode("utf-8")
+        self._secrets = [s.encode("utf-8") for s in (password, token) if s]
 
     def authenticate(self, header):
         credentials = parse_basic(header)
         if credentials is None:
             raise Unauthorized("Authentication required")
         user_ok = hmac.compare_digest(credentials[0].encode("utf-8"), self._user)
-        password_ok = hmac.compare_digest(credentials[1].encode("utf-8"), self._password)
-        if not (user_ok and password_ok):
+        given = credentials[1].encode("utf-8")
+        secret_ok = [hmac.compare_digest(given, s) for s in self._secrets]  # all, always
+        if not (user_ok and any(secret_ok)):
             raise Unauthorized("Invalid username or password")
         return credentials[0]
 

@@ -73,7 +73,11 @@ def _add_server(subs):
     p = subs.add_parser("server", help="start the ensemble manager",
                         description="Run the ensemble manager daemon in the foreground.")
     p.set_defaults(func=cmd_server, target=None, check=None, subparser=p)
-    p.add_argument("--host", help="listening address (default 127.0.0.1)")
+    p.add_argument("--host", help="listening address (default 127.0.0.1; a non-loopback "
+                                  "one needs --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host that is not loopback, although HTTP Basic credentials "
+                        "then cross the network in clear text")
     p.add_argument("--port", type=int, help="listening port (default EM_PORT or "
                                             "7919 + uid %% 57616; 0 picks a free port)")
     p.add_argument("-d", "--debug", action="store_true", help="enable debug logging")
@@ -363,9 +367,10 @@ def _connect(args):
     if not (cfg.get("USERNAME") and cfg.get("PASSWORD")):
         raise ClientError("Specify USERNAME and PASSWORD in %s"
                           % (cfg.path or config.config_path()))
-    url = client.discover_url(args.url, os.environ, cfg)
+    found = client.discover(args.url, os.environ, cfg)
     cafile = args.cafile or os.environ.get("PEGASUS_EM_CAFILE")
-    return client.Client(url, cfg["USERNAME"], cfg["PASSWORD"], cafile=cafile)
+    return client.Client(found.url, cfg["USERNAME"], found.token or cfg["PASSWORD"],
+                         cafile=cafile, guard=found.guard)
 
 
 def _path(*names):
@@ -383,7 +388,8 @@ def _show(args, reply, render):
 
 def cmd_server(args):
     from . import daemon  # the client side never loads the server unless asked
-    return daemon.serve(host=args.host, port=args.port, debug=args.debug)
+    return daemon.serve(host=args.host, port=args.port, debug=args.debug,
+                        allow_remote=args.allow_remote)
 
 
 def cmd_init(args):

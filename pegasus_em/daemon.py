@@ -1,19 +1,23 @@
 """`pegasus-em server`: wiring, single-instance lock, signals, ordered shutdown."""
 
 import fcntl
+import ipaddress
 import json
 import logging
 import logging.handlers
 import os
+import secrets
 import signal
+import socket
 import sys
 import threading
+import time
 
 from . import __version__, config, notify, runner, store
 from .api import App
 from .auth import BasicAuth
-from .db import SchemaTooNew, open_database
-from .errors import ConfigError
+from .db import open_database
+from .errors import ConfigError, DiskFull, EMError
 from .httpd import Server
 from .manager import Manager, Settings
 from .ops import Ops
@@ -40,19 +44,27 @@ class Paths:
 
     def create(self):
         for d in (self.root, self.ensembles):
-            os.makedirs(d, mode=0o700, exist_ok=True)
+            try:
+                os.makedirs(d, mode=0o700, exist_ok=True)
+            except OSError as e:
+                raise ConfigError("Cannot create %s: %s" % (d, e.strerror))
+            if not os.access(d, os.W_OK | os.X_OK):
+                raise ConfigError("Cannot write in %s: the daemon keeps its database, log and "
+                                  "lock there. Run: chmod 700 %s" % (d, d))
 
 
-def serve(host=None, port=None, debug=False):
+def serve(host=None, port=None, debug=False, allow_remote=False):
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns an exit code."""
-    try:
-        daemon = Daemon.start(host, port, debug)
-    except ConfigError as e:
-        print("ERROR: %s" % e.message, file=sys.stderr)
-        return e.exit_code
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())  # the main thread acts, not the handler
+        # The main thread acts, not the handler; set before start, since a client may
+        # find us (and a supervisor stop us) as soon as the endpoint file exists.
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        daemon = Daemon.start(host, port, debug, allow_remote)
+    except EMError as e:  # ConfigError, or DiskFull while setting up
+        print("ERROR: %s" % e.message, file=sys.stderr)
+        return e.exit_code
     try:
         while not stop.wait(3600):
             pass
@@ -74,16 +86,21 @@ class Daemon:
         self._thread = None
 
     @classmethod
-    def start(cls, host=None, port=None, debug=False):
+    def start(cls, host=None, port=None, debug=False, allow_remote=False):
         if os.geteuid() == 0:
             raise ConfigError("pegasus-em server must not run as root: it runs plan commands "
                               "as the user who owns the ensembles. Start it as that user.")
+        host = host or "127.0.0.1"
+        exposed = check_host(host, allow_remote)
         cfg = config.load()
         paths = Paths(config.pegasus_dir())
         paths.create()
         setup_logging(paths.log, debug or cfg["DEBUG"])
         for warning in cfg.warnings:
             log.warning("%s", warning)
+        if exposed:
+            print("WARNING: %s" % exposed, file=sys.stderr)
+            log.warning("%s", exposed)
         if not cfg["USERNAME"] or not cfg["PASSWORD"]:
             raise ConfigError("Specify USERNAME and PASSWORD in %s: the ensemble manager "
                               "refuses to serve without authentication"
@@ -96,10 +113,7 @@ class Daemon:
                 raise ConfigError("%s must be at least 1 (or None), not %d" % (key, cfg[key]))
         limits = (cfg["MAX_PLANNING_TOTAL"], cfg["MAX_RUNNING_TOTAL"])
         lock_fd = acquire_lock(paths.lock)
-        try:
-            db = open_database(paths.db)
-        except SchemaTooNew as e:
-            raise ConfigError(str(e))
+        db = open_database(paths.db)
         env = child_environment(cfg)
         with db.write() as conn:  # notifications are queued in the store for these
             store.set_notify_targets(conn, notify.targets(cfg))
@@ -116,8 +130,8 @@ class Daemon:
         ops.wake = manager.wake
         ops.wake_triggers = triggers.wake
         ops.wake_notifier = notifier.wake
-        app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"]).authenticate)
-        host = host or "127.0.0.1"
+        token = secrets.token_urlsafe(32)  # new at each start: a stale one opens nothing
+        app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"], token).authenticate)
         port = _port(port, cfg)
         try:
             server = Server((host, port), app)
@@ -126,23 +140,25 @@ class Daemon:
             raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
         app.base_url = server.url
         daemon = cls(paths, cfg, db, server, lock_fd, manager, triggers, notifier)
-        daemon._run()
+        daemon._run(token)
         return daemon
 
-    def _run(self):
+    def _run(self, token):
         try:
             # Before the engine starts: no planner may see a workflow whose input
             # files a crash left half moved.
             self.triggers.recover()
         except Exception:
             log.exception("cannot recover the triggers' files; trying again later")
+        # Before any thread starts, so a failure here leaves nothing running; clients
+        # that come at once wait in the listen backlog.
+        write_endpoint(self.paths.endpoint, self.server.url, token)
         self._thread = threading.Thread(target=self.server.serve_forever, name="http",
                                         daemon=True)
         self._thread.start()
         self.manager.start()
         self.triggers.start()
         self.notifier.start()
-        write_endpoint(self.paths.endpoint, self.server.url)
         log.info("pegasus-em %s serving %s (pid %d)", __version__, self.server.url, os.getpid())
 
     def stop(self):
@@ -182,9 +198,36 @@ def _port(port, cfg):
     return config.em_port()
 
 
+def check_host(host, allow_remote):
+    """Plain HTTP with Basic auth leaves the machine only on request (--allow-remote);
+    -> the warning to give when it does, else None."""
+    if all(ip.is_loopback for ip in _resolve(host)):
+        return None
+    if not allow_remote:
+        raise ConfigError("Refusing to listen on %s: it is not a loopback address, and "
+                          "pegasus-em speaks plain HTTP, so USERNAME and PASSWORD would cross "
+                          "the network in clear text. Give --allow-remote to do it anyway "
+                          "(or serve remote users with pegasus-service, over HTTPS)." % host)
+    return ("listening on %s, which is not a loopback address: HTTP Basic credentials "
+            "cross the network in clear text" % host)
+
+
+def _resolve(host):
+    """Every address `host` stands for; [unspecified] when it resolves to nothing."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return [ipaddress.ip_address("0.0.0.0")]
+    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+
+
 def acquire_lock(path):
     """One daemon per user: an flock held for the daemon's life (freed by the kernel on crash)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_private(path, os.O_RDWR, "the lock file")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -197,25 +240,86 @@ def acquire_lock(path):
     return fd
 
 
-def write_endpoint(path, url):
-    """Tell clients where we listen (matters with --port 0); atomic, 0600."""
+def write_endpoint(path, url, token):
+    """Tell our clients where we listen (matters with --port 0) and this run's token
+    (which they send instead of PASSWORD); atomic, 0600."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "pid": os.getpid(), "version": __version__}, f)
-    os.replace(tmp, path)
+    doc = {"url": url, "pid": os.getpid(), "version": __version__, "token": token}
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink(tmp)
+        raise ConfigError("Cannot write %s: %s" % (path, e.strerror))
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _open_private(path, flags, what):
+    """Open (creating 0600) one of the daemon's files; a failure names it and the fix."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise ConfigError("Cannot open %s %s: %s. It must be a file you can write "
+                          "(chmod 600 %s), or remove it." % (what, path, e.strerror, path))
 
 
 def setup_logging(path, debug):
     root = logging.getLogger("pegasus_em")
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.close(fd)
-    handler = logging.handlers.WatchedFileHandler(path)
-    handler.setFormatter(fmt)
-    root.addHandler(handler)
-    if debug:
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(fmt)
-        root.addHandler(stream)
+    os.close(_open_private(path, os.O_WRONLY | os.O_APPEND, "the log file"))
+    handler = LogFile(path)
+    handlers = [handler] + ([logging.StreamHandler(sys.stderr)] if debug else [])
+    full = DiskFullFilter()
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(full)
+        root.addHandler(h)
+
+
+class DiskFullFilter(logging.Filter):
+    """On a full disk every write of every loop fails the same way: one line a minute
+    for all of them, without the traceback."""
+
+    every = 60.0
+
+    def __init__(self, clock=time.monotonic):
+        super().__init__()
+        self._clock = clock
+        self._quiet_until = None
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, DiskFull):
+            return True
+        now = self._clock()
+        if self._quiet_until is not None and now < self._quiet_until:
+            return False
+        self._quiet_until = now + self.every
+        record.msg, record.args = "%s: %s", (record.getMessage(), error.message)
+        record.exc_info = record.exc_text = None
+        return True
+
+
+class LogFile(logging.handlers.WatchedFileHandler):
+    """A log write that fails (full disk) is one line on stderr a minute, not
+    logging's traceback for every record."""
+
+    every = 60.0
+    _quiet_until = 0.0
+
+    def handleError(self, record):
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + self.every
+            error = sys.exc_info()[1]
+            print("pegasus-em: cannot write the log %s: %s" % (
+                self.baseFilename, getattr(error, "strerror", None) or error), file=sys.stderr)

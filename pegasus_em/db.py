@@ -7,10 +7,13 @@ take back the last few.
 """
 
 import contextlib
+import errno
 import os
 import queue
 import sqlite3
 import threading
+
+from .errors import ConfigError, DiskFull
 
 SCHEMA = [
     # version 1
@@ -180,7 +183,7 @@ SCHEMA = [
 ]
 
 
-class SchemaTooNew(Exception):
+class SchemaTooNew(ConfigError):
     pass
 
 
@@ -207,16 +210,24 @@ class Database:
 
     @contextlib.contextmanager
     def write(self):
-        """One transaction on the writer connection; rolled back on any error."""
+        """One transaction on the writer connection; rolled back on any error.
+        A full disk raises DiskFull (503), and the connection stays usable."""
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # SQLITE_FULL may have rolled back already
+                        conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, OSError) as e:
+                if is_disk_full(e):
+                    raise DiskFull("The disk holding %s is full: nothing was changed. Free "
+                                   "some space and try again." % self.path) from e
                 raise
-            conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read(self):
@@ -266,8 +277,39 @@ def migrate(conn):
         conn.execute("COMMIT")
 
 
+def is_disk_full(e):
+    """ENOSPC or EDQUOT, raw or as sqlite's SQLITE_FULL ("database or disk is full")."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    return code == SQLITE_FULL or (code is None and "disk is full" in str(e))
+
+
+SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
+
+
 def open_database(path):
-    """Create the file 0600 before sqlite does, so it is never world-readable."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Create the file 0600 before sqlite does, so it is never world-readable.
+
+    A file that cannot be used is a ConfigError naming it and what to do."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise ConfigError("Cannot open the database %s: %s. It must be a file you can read "
+                          "and write (chmod 600 %s); or move it away to start with an "
+                          "empty one." % (path, e.strerror, path))
     os.close(fd)
-    return Database(path)
+    try:
+        return Database(path)
+    except sqlite3.Error as e:
+        raise ConfigError(_unusable(path, e))
+
+
+def _unusable(path, e):
+    if is_disk_full(e):
+        return "The disk holding %s is full: free some space and start again." % path
+    if isinstance(e, sqlite3.OperationalError):  # cannot open, read-only, I/O error
+        return ("Cannot use the database %s: %s. You must be able to write it, its "
+                "folder and its -wal and -shm files, on a disk with free space." % (path, e))
+    return ("%s is not a usable SQLite database (%s). Move it away (mv %s %s.broken) to "
+            "start with an empty one, or restore it from a backup." % (path, e, path, path))

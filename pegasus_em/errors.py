@@ -66,6 +66,13 @@ class TooManyRequests(EMError):
         self.retry_after = max(1, int(retry_after + 0.999))
 
 
+class DiskFull(EMError):
+    """No space left for the database: the change was rolled back, nothing else is
+    lost, and the same request works again once space is freed."""
+
+    status = 503
+
+
 class ConfigError(EMError):
     """The configuration cannot be used; raised before anything starts."""
 

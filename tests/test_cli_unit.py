@@ -683,8 +683,8 @@ def test_connection_refused_is_one_line(service_py, capsys):
         assert cli.main(["--url", url, "ensembles"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == ("ERROR: cannot reach the ensemble manager at %s: is it running? "
-                   "Start it with: pegasus-em server\n" % url)
+    assert err == ("ERROR: cannot reach the ensemble manager at %s: it is not running "
+                   "(connection refused). Start it with: pegasus-em server\n" % url)
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://host/", "http://"])
@@ -747,7 +747,9 @@ def test_server_verb_calls_daemon_serve_lazily(monkeypatch):
     monkeypatch.setitem(sys.modules, "pegasus_em.daemon", fake)
     monkeypatch.setattr(pegasus_em, "daemon", fake, raising=False)
     assert cli.main(["server", "--port", "0", "-d"]) == 3
-    assert calls == [{"host": None, "port": 0, "debug": True}]
+    assert calls == [{"host": None, "port": 0, "debug": True, "allow_remote": False}]
+    assert cli.main(["server", "--host", "0.0.0.0", "--allow-remote"]) == 3
+    assert calls[1] == {"host": "0.0.0.0", "port": None, "debug": False, "allow_remote": True}
 
 
 # --------------------------------------------------------------------------- client
@@ -780,13 +782,36 @@ def endpoint(tmp_path):
     return tmp_path / "em-server.json"
 
 
-def test_discovery_prefers_the_option_then_the_environment(endpoint):
-    endpoint.write_text(json.dumps({"url": "http://127.0.0.1:3", "pid": os.getpid()}))
+@pytest.fixture
+def listener():
+    """A listening socket of ours, as a live daemon holds one."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield "http://127.0.0.1:%d" % sock.getsockname()[1]
+    sock.close()
+
+
+def _write(endpoint, url, pid=None, token="run-token", mode=0o600):
+    endpoint.write_text(json.dumps({"url": url, "pid": pid or os.getpid(), "token": token}))
+    endpoint.chmod(mode)
+
+
+def test_discovery_prefers_the_option_then_the_environment(endpoint, listener):
+    _write(endpoint, listener)
     env = {"PEGASUS_EM_URL": "http://127.0.0.1:2"}
-    assert client.discover_url("http://127.0.0.1:1", env, {}, str(endpoint)) == \
-        "http://127.0.0.1:1"
-    assert client.discover_url(None, env, {}, str(endpoint)) == "http://127.0.0.1:2"
-    assert client.discover_url(None, {}, {}, str(endpoint)) == "http://127.0.0.1:3"
+    chosen = client.discover("http://127.0.0.1:1", env, {}, str(endpoint))
+    assert chosen == ("http://127.0.0.1:1", None, client.refuse_other_users)
+    remote = client.discover("http://192.0.2.1:1", {}, {}, str(endpoint))
+    assert remote == ("http://192.0.2.1:1", None, None)  # the user's call; proxies apply
+    assert client.discover(None, env, {}, str(endpoint)).url == "http://127.0.0.1:2"
+    assert client.discover(None, {}, {}, str(endpoint)) == \
+        (listener, "run-token", client.require_own_listener)
+    assert client.read_endpoint(str(endpoint)) == listener
+
+
+def _fallback(port=4321):
+    return ("http://127.0.0.1:%d" % port, None, client.require_own_listener)
 
 
 @pytest.mark.parametrize("content", [
@@ -795,11 +820,73 @@ def test_discovery_prefers_the_option_then_the_environment(endpoint):
 def test_discovery_ignores_missing_or_garbled_endpoint_files(endpoint, content):
     if content is not None:
         endpoint.write_text(content)
-    assert client.discover_url(None, {}, {"EM_PORT": 4321}, str(endpoint)) == \
-        "http://127.0.0.1:4321"
+    assert client.discover(None, {}, {"EM_PORT": 4321}, str(endpoint)) == _fallback()
 
 
-def test_discovery_ignores_a_dead_daemons_file(endpoint):
-    endpoint.write_text(json.dumps({"url": "http://127.0.0.1:3", "pid": _dead_pid()}))
-    assert client.discover_url(None, {}, {}, str(endpoint)) == \
-        "http://127.0.0.1:%d" % config.em_port()
+def test_discovery_ignores_a_dead_daemons_file(endpoint, listener):
+    _write(endpoint, listener, pid=_dead_pid())
+    assert client.discover(None, {}, {}, str(endpoint)) == _fallback(config.em_port())
+
+
+def test_discovery_ignores_a_file_whose_port_is_not_held_by_us(endpoint, listener):
+    """A recycled pid of ours, but the daemon's socket is gone: the port is anyone's."""
+    _write(endpoint, "http://127.0.0.1:9")  # nothing of ours listens on port 9
+    assert client.discover(None, {}, {"EM_PORT": 4321}, str(endpoint)) == _fallback()
+    _write(endpoint, listener.replace("127.0.0.1", "localhost"))  # not what our daemon writes
+    assert client.read_endpoint(str(endpoint)) is None
+
+
+def test_discovery_ignores_a_file_others_may_write_or_own(endpoint, listener):
+    _write(endpoint, listener, mode=0o622)
+    assert client.read_endpoint(str(endpoint)) is None
+    _write(endpoint, listener)
+    os.chown(str(endpoint), 65534, -1)
+    assert client.read_endpoint(str(endpoint)) is None
+
+
+def test_discovery_ignores_a_pid_of_another_user(endpoint, listener):
+    other = subprocess.Popen(["sleep", "60"], user=65534, group=65534, extra_groups=[])
+    try:
+        _write(endpoint, listener, pid=other.pid)
+        assert client.read_endpoint(str(endpoint)) is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_listener_owners_reads_proc_net_tcp():
+    me = os.geteuid()
+    v4, v6, wild6 = socket.socket(), socket.socket(socket.AF_INET6), \
+        socket.socket(socket.AF_INET6)
+    try:
+        v4.bind(("127.0.0.1", 0))
+        v6.bind(("::1", 0))
+        wild6.bind(("::", 0))
+        for s in (v4, v6, wild6):
+            s.listen()
+        p4, p6, pw = (s.getsockname()[1] for s in (v4, v6, wild6))
+        assert client.listener_owners("127.0.0.1", p4) == {me}
+        assert client.listener_owners("::ffff:127.0.0.1", p4) == {me}
+        assert client.listener_owners("127.0.0.2", p4) == set()
+        assert client.listener_owners("::1", p6) == {me}
+        assert client.listener_owners("127.0.0.1", p6) == set()
+        assert client.listener_owners("127.0.0.1", pw) == {me}  # dual-stack wildcard
+    finally:
+        for s in (v4, v6, wild6):
+            s.close()
+    assert client.listener_owners("127.0.0.1", p4) == set()
+
+
+def test_a_guard_that_refuses_means_nothing_is_sent(em):
+    em.reply("GET", "/ensembles", [])
+    seen = []
+
+    def guard(peer):
+        seen.append(peer[:2])
+        raise client.NotRunning("not ours")
+
+    api = client.Client(em.url, "u", "p", guard=guard)
+    with pytest.raises(client.NotRunning):
+        api.get_json("/ensembles")
+    assert seen == [("127.0.0.1", int(em.url.rsplit(":", 1)[1]))] and em.requests == []
+    assert client.Client(em.url, "u", "p", guard=lambda peer: None).get_json("/ensembles") == []

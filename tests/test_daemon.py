@@ -3,11 +3,16 @@
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, Daemon, wait_until
+from pegasus_em import daemon as daemon_mod
+from pegasus_em.errors import ConfigError
 
 
 def start_fails(user, *args, env=None):
@@ -123,3 +128,56 @@ def test_listening_socket_is_not_inherited(daemon):
             with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
                 flags = int(f.read().split("flags:")[1].split()[0], 8)
             assert flags & os.O_CLOEXEC, "fd %s of the daemon is inheritable" % fd
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "::1", "localhost"])
+def test_loopback_hosts_need_no_flag(host):
+    assert daemon_mod.check_host(host, False) is None
+
+
+@pytest.mark.parametrize("host,resolves_to", [
+    ("0.0.0.0", None), ("::", None), ("192.0.2.10", None), ("lan-name", ["192.0.2.10"]),
+    ("mixed-name", ["127.0.0.1", "192.0.2.10"]), ("unresolvable", [])])
+def test_other_hosts_need_allow_remote(monkeypatch, host, resolves_to):
+    def getaddrinfo(name, *args, **kwargs):  # no name service queried
+        assert name == host
+        if not resolves_to:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in resolves_to]
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with pytest.raises(ConfigError, match="--allow-remote"):
+        daemon_mod.check_host(host, False)
+    assert "clear text" in daemon_mod.check_host(host, True)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_server_refuses_every_interface_without_allow_remote(user, host):
+    user.configure()
+    proc = start_fails(user, "--host", host)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("ERROR: Refusing to listen on %s" % host)
+    assert "--allow-remote" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not os.path.exists(os.path.join(user.pegasus_dir, "em-server.json"))
+
+
+def test_allow_remote_listens_and_warns(user):
+    user.configure()
+    d = Daemon(user, ["--host", "0.0.0.0", "--allow-remote"]).start()
+    try:
+        assert d.url.startswith("http://0.0.0.0:")
+        wait_until(lambda: "clear text" in d.errors(), message="the warning on stderr")
+        assert d.errors().startswith("WARNING: listening on 0.0.0.0")
+        with open(os.path.join(user.pegasus_dir, "em-server.log")) as f:
+            assert "clear text" in f.read()
+        assert d.cli("ensembles").returncode == 0  # found through em-server.json
+    finally:
+        d.kill()
+
+
+def test_localhost_is_loopback(user):
+    user.configure()
+    d = Daemon(user, ["--host", "localhost"]).start()
+    try:
+        assert d.request("GET", "/ensembles")[0] == 200 and d.errors() == ""
+    finally:
+        d.kill()
