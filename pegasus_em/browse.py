@@ -7,13 +7,14 @@ inside the resolved submit dir (a sub-workflow's `name -> name.000` link is
 fine, a link to /etc is not); the file is then opened without following a
 final symlink, and checked to be the same file that was resolved.  When the
 process runs as root (no process switching), only files owned by the user
-whose data is shown are served.
+whose data is shown are served (owned.py holds that rule for the databases too).
 """
 
 import errno
 import os
 import stat
 
+from . import owned
 from .errors import BadRequest, Forbidden, NotFound, TooLarge
 
 MAX_ENTRIES = 5000        # entries listed per directory
@@ -48,8 +49,8 @@ class Browser:
         self._check_owner(st, root)
 
     def _check_owner(self, st, shown):
-        if self.owner_uid is not None and st.st_uid != self.owner_uid:
-            raise Forbidden("%s does not belong to the user whose workflows these are" % shown)
+        if self.owner_uid is not None:
+            owned.check_owner(st, self.owner_uid, shown)
 
     def resolve(self, names):
         """The real path of `names` below the root; Forbidden when it leads outside."""

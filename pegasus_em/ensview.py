@@ -15,6 +15,7 @@ from . import store
 from .model import Workflow
 from .errors import EMError
 from .masterdb import Connections, Unavailable
+from .owned import reader_uid
 from .states import EnsembleState, WorkflowState
 
 DB_NAME = "em.db"
@@ -33,13 +34,16 @@ def em_path(home):
 
 
 class Snapshot:
-    """One read transaction on em.db."""
+    """One read transaction on em.db, begun through the handle (as its owner: the
+    statements inside open no file)."""
 
     def __init__(self, handle):
+        self.handle = handle
         self.conn = handle.conn
 
     def __enter__(self):
         self.conn.execute("BEGIN")
+        self.handle.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return self.conn
 
     def __exit__(self, *exc):
@@ -53,7 +57,7 @@ class Ensembles:
     def open(self, home):
         """A read-only handle on em.db; Unavailable when there is none, EMSchemaProblem when
         its schema is not the one this code knows."""
-        handle = self.conns.get(em_path(home), "Ensemble manager database")
+        handle = self.conns.get(em_path(home), "Ensemble manager database", reader_uid(home))
         version = handle.execute("PRAGMA user_version").fetchone()[0]
         if version < len(emdb.SCHEMA):
             raise EMSchemaProblem("%s has schema version %d, older than this dashboard reads "

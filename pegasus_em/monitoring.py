@@ -19,6 +19,7 @@ import threading
 from .errors import EMError, NotFound
 from .masterdb import (MASTER_DB, Collection, Connections, Paging, Unavailable, json_object,
                        stampede_path, table_fields, table_object)
+from .owned import reader_uid
 
 _ID = r"([^/]+)"
 _NUM = r"(\d+)"
@@ -85,7 +86,8 @@ class Monitoring:
         """The answer, from this thread's cache while no database it read has changed
         (PRAGMA data_version): dashboards poll the same URLs over and over."""
         master = os.path.join(home, ".pegasus", MASTER_DB)
-        key = (master, rest, tuple(sorted(args.items())))
+        owner = reader_uid(home)
+        key = (master, owner, rest, tuple(sorted(args.items())))
         cache = self._local.__dict__.setdefault("cache", collections.OrderedDict())
         hit = cache.get(key)
         if hit is not None and self._fresh(hit[0]):
@@ -94,7 +96,7 @@ class Monitoring:
         for pattern, handler in self.routes:
             match = pattern.match(rest)
             if match:
-                ctx = Context(self.conns, master, args)
+                ctx = Context(self.conns, master, args, owner)
                 result = self._run(handler, ctx, match.groups())
                 if result.text is None or len(result.text) <= CACHE_MAX_TEXT:
                     cache[key] = (ctx.read, result)
@@ -104,9 +106,9 @@ class Monitoring:
         raise NotFound("No such resource: /api/v1/user/<user>%s" % rest)
 
     def _fresh(self, read):
-        for path, handle, version in read:
+        for path, owner, handle, version in read:
             try:
-                if self.conns.get(path, "database") is not handle or \
+                if self.conns.get(path, "database", owner) is not handle or \
                         handle.data_version() != version:
                     return False
             except (EMError, sqlite3.Error):
@@ -276,18 +278,19 @@ def _root_object(db):
 class Context:
     """One request: its connections, arguments and the root workflow it names."""
 
-    def __init__(self, conns, master_path, args):
+    def __init__(self, conns, master_path, args, owner=None):
         self.conns = conns
         self.master_path = master_path
         self.args = args
-        self.read = []  # (path, handle, data_version) of each database used
+        self.owner = owner  # whose files the databases must be (owned.reader_uid)
+        self.read = []  # (path, owner, handle, data_version) of each database used
 
     def paging(self):
         return Paging.from_args(self.args)
 
     def db(self, path, what):
-        handle = self.conns.get(path, what)
-        self.read.append((path, handle, handle.data_version()))
+        handle = self.conns.get(path, what, self.owner)
+        self.read.append((path, self.owner, handle, handle.data_version()))
         return handle
 
     def master(self):

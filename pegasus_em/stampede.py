@@ -20,6 +20,7 @@ import time
 from . import dagstate
 from .errors import EMError, NotFound
 from .masterdb import MASTER_DB, Connections, Unavailable, stampede_path
+from .owned import reader_uid
 
 RUNNING, SUCCESSFUL, FAILED, DIED, NOT_STARTED = (
     "running", "successful", "failed", "died", "not-started")
@@ -120,7 +121,7 @@ class Workflows:
     # ---- master DB -------------------------------------------------------------------
 
     def master(self, home):
-        return self.conns.get(master_path(home), "Master database")
+        return self.conns.get(master_path(home), "Master database", reader_uid(home))
 
     def roots(self, home, text=None, since=None):
         """Every root workflow (filtered by text and planning time) with `state` and `reason`.
@@ -198,7 +199,7 @@ class Workflows:
         row = self._cached(self.master(home), "roots", self._load_roots)["by_key"].get(str(m))
         if row is None:
             raise NotFound("No root workflow %s in %s" % (m, master_path(home)))
-        row = dict(row)
+        row = dict(row, home=home)  # whose STAMPEDE DB stampede() may open
         if row["last_state"] == "WORKFLOW_STARTED":
             row["state"], row["reason"] = self.liveness.check(row)
         return row
@@ -217,7 +218,8 @@ class Workflows:
 
     def stampede(self, root):
         """(handle, stampede wf_id of the root) for a root row from `root()`."""
-        db = self.conns.get(stampede_path(root.get("db_url")), "STAMPEDE database")
+        db = self.conns.get(stampede_path(root.get("db_url")), "STAMPEDE database",
+                            reader_uid(root["home"]))
         _need(db, "workflow", ("wf_id", "wf_uuid", "submit_dir", "parent_wf_id", "root_wf_id"))
         row = db.execute("SELECT wf_id FROM workflow WHERE wf_uuid = ?",
                          [root["wf_uuid"]]).fetchone()

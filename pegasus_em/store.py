@@ -406,6 +406,12 @@ def submit_files(conn, items, now):
         [(workflow, dest, linked, now, file_id) for workflow, dest, linked, file_id in items])
 
 
+def mark_files(conn, ids, linked):
+    """Set `linked` of claimed files before acting on it (MOVED: before the move)."""
+    conn.executemany("UPDATE trigger_files SET linked = ? WHERE id = ? AND state = '%s'"
+                     % FileState.CLAIMED, [(linked, i) for i in ids])
+
+
 def finish_files(conn, ids, now):
     conn.executemany("UPDATE trigger_files SET state = '%s', updated = ? WHERE id = ?"
                      % FileState.DONE, [(now, i) for i in ids])

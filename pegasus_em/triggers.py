@@ -24,11 +24,14 @@ through a ledger (table trigger_files), each step idempotent:
   5. finish remove the original once every live trigger whose patterns match
             it has it in its ledger; the file is then done.
 So a file exists at its processed path before any workflow names it, and
-stays where it arrived until its workflow exists.  A restarted daemon releases
-claims (their workflow was never committed: it is inserted in the same
-transaction that marks them submitted) and finishes submitted files.  Where a
+(linked) stays where it arrived until its workflow exists.  A restarted daemon
+releases claims (their workflow was never committed: it is inserted in the
+same transaction that marks them submitted) and finishes submitted files.  Where a
 hard link is impossible (another user's file under protected_hardlinks, a
-filesystem without links) the file is renamed at step 5 instead.
+filesystem without links) step 3 moves the file instead, after marking its
+claim MOVED: a released MOVED claim puts the file back where it arrived.  A
+file that can be neither linked nor moved (another user's, in a sticky
+directory) is released and waits, named in the trigger's last_error.
 """
 
 import errno
@@ -37,6 +40,7 @@ import glob
 import itertools
 import logging
 import os
+import pwd
 import re
 import stat
 import threading
@@ -61,6 +65,9 @@ _NO_LINK = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EML
 _MAGIC = re.compile(r"[*?[]")
 _SH_SPECIAL = re.compile(r'[\\"$`]')
 _TMP = ".pegasus-em-%d"
+LINKED, MOVED = 1, 2  # trigger_files.linked: a hard link, or the file itself (0: renamed at
+                      # step 5, by daemons before MOVED existed)
+WAITING = "left waiting"  # starts the last_error naming files neither linkable nor movable
 
 
 class FiringError(EMError):
@@ -232,7 +239,7 @@ class Claim:
     """A file this firing hands out (the fields the ledger keeps of it)."""
 
     __slots__ = ("id", "trigger_id", "path", "dev", "ino", "size", "mtime_ns", "dest",
-                 "linked", "dropped")
+                 "linked", "dropped", "stuck")
 
     def __init__(self, trigger_id, path, st, dest):
         self.id = None
@@ -243,6 +250,7 @@ class Claim:
         self.dest = dest
         self.linked = 0
         self.dropped = False
+        self.stuck = None  # why it can be neither linked nor moved
 
     def row(self):
         return (self.path, self.dev, self.ino, self.size, self.mtime_ns, self.dest)
@@ -298,6 +306,7 @@ class Triggers:
         self.clock = clock
         self.notify_wake = lambda: None  # the notification sender, woken when a firing fails
         self._seen = {}          # trigger id -> {path: identity} of files left to settle
+        self._waiting = {}       # trigger id -> {path: why} of files neither linked nor moved
         self._live_key = None    # which file triggers were live at the last sweep
         self._look_again = True  # woken, or a state we changed: the live set may differ
         self._next_sweep = float("inf")
@@ -518,6 +527,7 @@ class Triggers:
                  if (path, st.st_dev, st.st_ino) not in mine}
         ready = self._settled(t.id, found, now)
         if not ready:
+            self._note_waiting(t, now, [])
             return self._advance(t, now, next_fire)
         claims = self._claim(t, ready, unfinished)
         try:
@@ -529,6 +539,7 @@ class Triggers:
             self._release_quietly(claims)
             raise
         self._release([c for c in claims if c.dropped])
+        self._note_waiting(t, now, [c for c in claims if c.stuck])
         if not kept:
             return self._advance(t, now, next_fire)  # all gone again since the scan
         self._finish(kept)
@@ -574,8 +585,8 @@ class Triggers:
         return claims
 
     def _link(self, claims, reserved):
-        """Step 3: processed/<name> becomes a hard link of each file (or, where links
-        are impossible, is only promised: the file is renamed there at step 5)."""
+        """Step 3: processed/<name> becomes a hard link of each file or, where links are
+        impossible, the file itself (moved there once its claim says MOVED)."""
         for folder in sorted({os.path.dirname(c.dest) for c in claims}):
             try:
                 os.makedirs(folder, exist_ok=True)
@@ -583,6 +594,12 @@ class Triggers:
                 raise FiringError("cannot create %s: %s" % (folder, e.strerror or e))
         for c in claims:
             self._link_one(c, reserved)
+        unlinked = [c for c in claims if not c.linked and not c.dropped]
+        if unlinked:
+            with self.db.write() as conn:
+                store.mark_files(conn, [c.id for c in unlinked], MOVED)
+            for c in unlinked:
+                _move(c)
 
     @staticmethod
     def _link_one(c, reserved):
@@ -601,19 +618,52 @@ class Triggers:
             os.unlink(c.dest)  # a new file took the arrival name since the scan: next time
             c.dropped = True
         else:
-            c.linked = 1
+            c.linked = LINKED
 
     def _release(self, files):
-        """Forget claims whose workflow was never created (and links only they made)."""
+        """Forget claims whose workflow was never created: links only they made are
+        removed, files they moved go back where they arrived; the files are found again.
+        -> how many stay claimed (moved files that cannot go back now)."""
         if not files:
-            return
+            return 0
         with self.db.read() as conn:
             held = [f for f in files if store.file_holders(conn, f.path, f.dev, f.ino)]
+        kept = set()
         for f in files:
-            if f not in held and _same(_lstat(f.path), f) and _same(_lstat(f.dest), f):
+            if f in held:
+                continue
+            if f.linked == MOVED:
+                if not _put_back(f):
+                    kept.add(f.id)  # still in processed/: the claim stays, tried again
+            elif _same(_lstat(f.path), f) and _same(_lstat(f.dest), f):
                 os.unlink(f.dest)  # an extra link of a file still where it arrived
+        if kept:
+            self._next_sweep = min(self._next_sweep, self.clock() + SWEEP_EVERY)
         with self.db.write() as conn:
-            store.release_files(conn, [f.id for f in files if f.id is not None])
+            store.release_files(conn, [f.id for f in files
+                                       if f.id is not None and f.id not in kept])
+        return len(kept)
+
+    def _note_waiting(self, t, now, stuck):
+        """Files that can be neither linked nor moved wait, named in the trigger's
+        last_error (and an event when one starts waiting), which is cleared once none
+        is left.  Not a failure: the trigger goes on, and so do its other files."""
+        reasons = {c.path: c.stuck for c in stuck}
+        before = self._waiting.get(t.id)
+        if reasons == before:
+            return
+        self._waiting[t.id] = reasons
+        with self.db.write() as conn:
+            fresh = store.get_trigger_by_id(conn, t.id)
+            if fresh is None:
+                return
+            if reasons:
+                store.update_trigger_run(conn, t.id, last_error=_waiting_message(reasons))
+            elif (fresh.last_error or "").startswith(WAITING):
+                store.update_trigger_run(conn, t.id, last_error=None)
+            for path in sorted(set(reasons) - set(before or ())):
+                store.add_event(conn, now, fresh.ensemble_id, fresh.state, fresh.state,
+                                "%s: %s" % (WAITING, reasons[path]), trigger_id=t.id)
 
     def _release_quietly(self, files):
         try:
@@ -628,10 +678,10 @@ class Triggers:
         """Release claims left by a crash; finish files waiting for other triggers."""
         with self.db.read() as conn:
             files = store.unfinished_files(conn)
-        self._release([f for f in files if f.state == FileState.CLAIMED])
+        kept = self._release([f for f in files if f.state == FileState.CLAIMED])
         waiting = self._finish([f for f in files if f.state == FileState.SUBMITTED],
                                recovering)
-        self._next_sweep = now + SWEEP_EVERY if waiting else float("inf")
+        self._next_sweep = now + SWEEP_EVERY if waiting or kept else float("inf")
 
     def _finish(self, files, recovering=False):
         """Remove originals that every live matching trigger has; -> files still waiting."""
@@ -698,7 +748,8 @@ class Triggers:
 
 
 def _move_into(f):
-    """Without a hard link: rename the file to its processed path (its workflow exists)."""
+    """A file submitted unlinked by a daemon from before MOVED: rename it to its processed
+    path now (its workflow exists)."""
     if os.path.lexists(f.dest):
         log.warning("cannot move %s to %s: another file is there", f.path, f.dest)
         return False
@@ -710,3 +761,60 @@ def _move_into(f):
         log.warning("cannot move %s to %s: %s", f.path, f.dest, e)
         return False
     return True
+
+
+def _move(c):
+    """Step 3 without a link: rename the file to its processed name, which must be free
+    (a rename would replace it).  Else the claim is dropped: c.stuck says why when the
+    file cannot be moved at all (another user's, in a sticky directory)."""
+    c.dropped = True
+    if os.path.lexists(c.dest) or not _same(_lstat(c.path), c):
+        return  # the name was taken, or the file replaced, since the claim: next time
+    try:
+        os.rename(c.path, c.dest)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        c.stuck = _why_stuck(c.path, e)
+        return
+    if not _same(_lstat(c.dest), c):
+        _restore(c.dest, c.path)  # a new file took the name at that instant: put it back
+        return
+    c.linked, c.dropped = MOVED, False
+
+
+def _put_back(f):
+    """A MOVED file whose workflow was never created returns where it arrived (as
+    name.1, ... when a new file has that name); False when it cannot now."""
+    if not _same(_lstat(f.dest), f) or _same(_lstat(f.path), f):
+        return True  # not moved, or already back
+    try:
+        _restore(f.dest, f.path)
+    except OSError as e:
+        log.warning("cannot put %s back to %s: %s; trying again later", f.dest, f.path, e)
+        return False
+    return True
+
+
+def _why_stuck(path, error):
+    st, folder = _lstat(path), _lstat(os.path.dirname(path))
+    if st is not None and folder is not None and folder.st_mode & stat.S_ISVTX and \
+            os.geteuid() not in (st.st_uid, folder.st_uid):
+        return ("cannot move %s (owned by %s in a sticky directory): ask its owner to make "
+                "it yours, or place inputs in a directory you own" % (path, _who(st.st_uid)))
+    return "cannot link or move %s into processed/: %s" % (path, error.strerror or error)
+
+
+def _who(uid):
+    try:
+        return "uid %d (%s)" % (uid, pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return "uid %d" % uid
+
+
+def _waiting_message(reasons):
+    shown = [reasons[p] for p in sorted(reasons)[:3]]
+    more = len(reasons) - len(shown)
+    return "%s: %d file%s cannot be handed out: %s%s" % (
+        WAITING, len(reasons), "" if len(reasons) == 1 else "s", "; ".join(shown),
+        "; and %d more" % more if more else "")

@@ -49,8 +49,9 @@ LAYERS = {
                  "switch", "userapp"},
     "pam": {"errors"},
     "tls": {"errors"},
-    "masterdb": {"errors"},
-    "monitoring": {"errors", "masterdb"},
+    "owned": {"errors"},
+    "masterdb": {"errors", "owned"},
+    "monitoring": {"errors", "masterdb", "owned"},
     "emproxy": {"config", "client", "errors"},
     "userapp": {"emproxy", "errors", "monitoring", "dashboard"},
     "switch": {"errors", "userapp"},
@@ -61,9 +62,9 @@ LAYERS = {
     # the dashboard (issue 6)
     "pages": set(),
     "charts": {"pages"},
-    "browse": {"errors"},
-    "stampede": {"dagstate", "errors", "masterdb"},
-    "ensview": {"db", "store", "errors", "masterdb", "model", "states"},
+    "browse": {"errors", "owned"},
+    "stampede": {"dagstate", "errors", "masterdb", "owned"},
+    "ensview": {"db", "store", "errors", "masterdb", "model", "states", "owned"},
     "wfpages": {"browse", "charts", "pages", "stampede", "errors", "masterdb"},
     "empages": {"pages", "ensview", "errors", "masterdb", "states"},
     "dashboard": {"assets", "web", "config", "ensview", "pages", "stampede", "emproxy",
@@ -74,7 +75,7 @@ CLIENT_SIDE = {"client", "fmt", "cli", "__main__", "legacy", "watch"}
 SERVER_SIDE = {"web", "assets", "db", "store", "ops", "api", "httpd", "daemon", "auth", "wire",
                "pam", "tls",
                "explain", "metrics", "importer", "notify",
-               "masterdb", "monitoring", "emproxy", "userapp", "switch", "service_app",
+               "masterdb", "owned", "monitoring", "emproxy", "userapp", "switch", "service_app",
                "pservice", "browse", "stampede", "ensview", "wfpages", "empages", "dashboard"}
 LAZY_ALLOWED = {("cli", "daemon")}  # `pegasus-em server` imports the daemon inside a function
 

@@ -7,18 +7,20 @@ restarts, failures and files end to end.  Ensembles are PAUSED so submitted
 workflows stay READY: their plan command is only data to check.
 """
 
+import errno
 import json
 import os
 import random
 import re
 import shlex
 import subprocess
+import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import Daemon, wait_until
+from conftest import Daemon, throwaway_user, wait_until
 from pegasus_em import db as dbmod
 from pegasus_em import store
 from pegasus_em import triggers as trg
@@ -328,16 +330,60 @@ def test_overlapping_triggers_each_get_every_file_and_it_moves_after_both(local)
     assert set(local.handed_out("dat").values()) == set(local.handed_out("a").values()) == {1}
 
 
-def test_files_of_another_user_are_renamed_after_submitting_when_links_are_refused(
-        local, monkeypatch):
+def refuse_links(monkeypatch):
     def refuse(src, dst, **kw):
-        raise PermissionError(1, "Operation not permitted")
+        raise PermissionError(errno.EPERM, "Operation not permitted")
     monkeypatch.setattr(os, "link", refuse)   # as under fs.protected_hardlinks
+
+
+def test_files_that_cannot_be_linked_are_moved_before_their_workflow_names_them(
+        local, monkeypatch):
+    refuse_links(monkeypatch)
+    real_insert = Ops.insert_workflow
+
+    def insert(self, conn, ensemble, name, basedir, command, **kw):
+        for path in inputs(command):
+            assert os.path.exists(path), path  # the processed path exists already
+        return real_insert(self, conn, ensemble, name, basedir, command, **kw)
+    monkeypatch.setattr(Ops, "insert_workflow", insert)
     local.arrive("a.dat")
     local.files("f")
     local.tick(0)
     (w,) = local.workflows()
     assert os.path.exists(inputs(w.plan_command)[0]) and local.left_in_inbox() == []
+
+
+def test_a_file_neither_linkable_nor_movable_waits_with_a_visible_error(local, monkeypatch):
+    refuse_links(monkeypatch)
+    real_rename = os.rename
+    stuck = os.path.join(local.inbox, "theirs.dat")
+
+    def rename(src, dst, **kw):
+        if src == stuck:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real_rename(src, dst, **kw)
+    monkeypatch.setattr(os, "rename", rename)
+    local.arrive("mine.dat", "theirs.dat")
+    local.files("f")
+    local.tick(0)
+    processed = os.path.join(local.inbox, "processed")
+    assert local.handed_out("f") == {processed + "/mine.dat": 1}   # the other goes through
+    t = local.trigger("f")[0]
+    assert t.state == "RUNNING" and t.failures == 0
+    assert t.last_error.startswith(trg.WAITING) and stuck in t.last_error
+    local.tick(10)
+    local.tick(20)
+    assert local.handed_out("f") == {processed + "/mine.dat": 1}
+    assert local.left_in_inbox() == ["theirs.dat"]
+    waiting = [e for e in local.ops.history("e") if e[6] and e[6].startswith(trg.WAITING)]
+    assert len(waiting) == 1                                      # one event, not one a firing
+    with local.db.read() as conn:
+        assert store.unfinished_files(conn) == []                 # no claim left behind
+    monkeypatch.setattr(os, "rename", real_rename)               # e.g. its owner gave it away
+    local.tick(30)
+    assert local.handed_out("f") == {processed + "/mine.dat": 1, processed + "/theirs.dat": 1}
+    t = local.trigger("f")[0]
+    assert t.last_error is None and t.state == "RUNNING" and local.left_in_inbox() == []
 
 
 class Crash(BaseException):
@@ -368,13 +414,35 @@ CRASH_POINTS = [
 ]
 
 
+MOVE_CRASH_POINTS = [
+    (store, "mark_files", 1),       # the claims marked MOVED, nothing moved yet
+    (os, "rename", 1), (os, "rename", 4),   # some files in processed/, no workflow yet
+    (Ops, "insert_workflow", 1),
+    ("engine_wake", None, 1),
+    (store, "finish_files", 1),
+]
+
+
 @pytest.mark.parametrize("owner, name, nth", CRASH_POINTS,
                          ids=["%s-%s" % (n or o, k) for o, n, k in CRASH_POINTS])
 def test_a_crash_at_any_step_of_a_firing_loses_and_duplicates_nothing(
         local, monkeypatch, owner, name, nth):
+    crash_and_recover(local, monkeypatch, owner, name, nth)
+
+
+@pytest.mark.parametrize("owner, name, nth", MOVE_CRASH_POINTS,
+                         ids=["%s-%s" % (n or o, k) for o, n, k in MOVE_CRASH_POINTS])
+def test_a_crash_while_moving_unlinkable_files_loses_and_duplicates_nothing(
+        local, monkeypatch, owner, name, nth):
+    crash_and_recover(local, monkeypatch, owner, name, nth, links=False)
+
+
+def crash_and_recover(local, monkeypatch, owner, name, nth, links=True):
     names = ["f%d.dat" % i for i in range(6)]
     local.arrive(*names)
     local.files("f")
+    if not links:
+        refuse_links(monkeypatch)
     if owner == "engine_wake":
         def crash():
             raise Crash("after commit")
@@ -384,6 +452,8 @@ def test_a_crash_at_any_step_of_a_firing_loses_and_duplicates_nothing(
     with pytest.raises(Crash):
         local.tick(0)
     monkeypatch.undo()
+    if not links:
+        refuse_links(monkeypatch)
     local.arrive("late.dat")                          # arrives while "down"
     restarted = local.scheduler()
     restarted.recover()
@@ -663,3 +733,39 @@ def test_a_file_still_being_written_waits_until_it_stops_changing(em):
     assert w["created"] > last_write
     (handed,) = inputs(w["plan_command"])
     assert os.path.getsize(handed) == written
+
+
+def test_another_users_file_in_a_sticky_directory_waits_and_no_input_is_missing(
+        em, sandbox):
+    """fs.protected_hardlinks and a 1777 directory: the trigger's user can neither link
+    nor move another user's file there, so no workflow may name its processed path."""
+    paused(em)
+    u = em.user
+    shared = tempfile.mkdtemp(prefix="shared-", dir=sandbox.base)
+    os.chmod(shared, 0o1777)
+    with throwaway_user(sandbox) as v:
+        theirs, mine = os.path.join(shared, "theirs.dat"), os.path.join(shared, "mine.dat")
+        for path, owner in ((theirs, v), (mine, u)):
+            with open(path, "w") as f:
+                f.write("data of %s\n" % owner.name)
+            os.chown(path, owner.uid, owner.gid)
+            os.utime(path, (time.time() - 5, time.time() - 5))
+        create(em, "file_pattern", "f", "1s", script(em), patterns=[shared + "/*.dat"])
+        processed = os.path.join(shared, "processed")
+        wait_until(lambda: handed_out(em, "f"), 5, message="the user's own file")
+        until(em, "f", lambda t: t["next_fire"] >= t["created"] + 3, what="two more scans")
+        assert all(os.path.exists(p) for p in handed_out(em, "f"))
+        assert handed_out(em, "f") == [processed + "/mine.dat"]
+        assert os.path.exists(theirs) and not os.path.exists(mine)
+        t = trigger(em, "f")
+        assert t["state"] == "RUNNING" and t["failures"] == 0
+        assert "cannot move %s (owned by uid %d (%s) in a sticky directory)" % (
+            theirs, v.uid, v.name) in t["last_error"]
+        listed = em.cli("triggers", "-l", "e")
+        assert theirs in listed.stdout, listed.stdout + listed.stderr
+        os.chown(theirs, u.uid, u.gid)                 # its owner gives it away: it goes
+        wait_until(lambda: len(handed_out(em, "f")) == 2, 5, message="the file now movable")
+        assert sorted(handed_out(em, "f")) == [processed + "/mine.dat",
+                                               processed + "/theirs.dat"]
+        assert all(os.path.exists(p) for p in handed_out(em, "f"))
+        assert until(em, "f", lambda t: t["last_error"] is None, what="last_error cleared")
