@@ -23,8 +23,8 @@ import threading
 import urllib.parse
 
 from . import config
-from .client import read_endpoint
-from .errors import ConfigError, EMError
+from .client import read_endpoint, require_own_listener
+from .errors import ClientError, ConfigError, EMError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,15 @@ class EMProxy:
         if parts.scheme != "http":
             raise Unavailable("the ensemble manager at %s is not plain HTTP on this host" % url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+        try:
+            conn.connect()
+            # The endpoint file was checked when read; the port may have changed hands
+            # since: the socket we reached must be the user's own before anything is sent.
+            require_own_listener(conn.sock.getpeername())
+        except (OSError, ClientError) as e:
+            conn.close()
+            raise Unavailable("cannot reach the ensemble manager at %s: %s"
+                              % (url, getattr(e, "message", None) or e.strerror or e))
         conns[url] = conn
         return conn, False
 

@@ -119,7 +119,8 @@ def warn_about(settings):
                     "it serves only %s's data; other users get 403", me)
     if not settings.process_switching and euid == 0:
         log.warning("PROCESS_SWITCHING is False and pegasus-service runs as root: users' "
-                    "databases are read as root")
+                    "databases and files are read by this root process, each checked to be "
+                    "the user's own")
     if settings.authentication == "NoAuthentication":
         log.warning("AUTHENTICATION is NoAuthentication: no password is asked, and a client "
                     "acts as the user its URL names (or REMOTE_USER from a front end, or %s); "

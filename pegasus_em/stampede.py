@@ -20,6 +20,7 @@ import time
 from . import dagstate
 from .errors import EMError, NotFound
 from .masterdb import MASTER_DB, Connections, Unavailable, stampede_path
+from . import owned
 from .owned import reader_uid
 
 RUNNING, SUCCESSFUL, FAILED, DIED, NOT_STARTED = (
@@ -80,12 +81,18 @@ class Liveness:
         self._watches = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, row, now=None):
-        """(state, reason) of a root workflow whose latest master state is WORKFLOW_STARTED."""
+    def check(self, row, owner=None, now=None):
+        """(state, reason) of a root workflow whose latest master state is WORKFLOW_STARTED.
+        `owner` (owned.reader_uid): the submit directory is a path the user wrote, read
+        here with the user's own file-system identity."""
+        with owned.as_user(owner):
+            return self._check(row, owner, now)
+
+    def _check(self, row, owner, now):
         submit_dir, dag = row.get("submit_dir"), row.get("dag_file_name")
         if not submit_dir or not dag or not os.path.isdir(submit_dir):
             return RUNNING, "started (submit directory not found, cannot check DAGMan)"
-        key = (submit_dir, row.get("state_ts"))
+        key = (owner, submit_dir, row.get("state_ts"))
         with self._lock:
             watch = self._watches.pop(key, None)
             if watch is None:
@@ -98,7 +105,11 @@ class Liveness:
             self._watches[key] = watch
             while len(self._watches) > self.size:
                 self._watches.popitem(last=False)
-            status = watch.poll(time.monotonic() if now is None else now)
+            try:
+                status = watch.poll(time.monotonic() if now is None else now)
+            except PermissionError:
+                self._watches.pop(key, None)
+                return RUNNING, "started (cannot read the submit directory to check DAGMan)"
         if status.state == dagstate.FAILED and "died" in status.reason:
             return DIED, status.reason
         if status.state in (dagstate.FAILED, dagstate.REMOVED):
@@ -136,8 +147,9 @@ class Workflows:
             rows = [r for r, hay in zip(rows, cached["hays"]) if needle in hay]
         if since is not None:
             rows = [r for r in rows if (r["timestamp"] or 0) >= since]
+        owner = reader_uid(home)
         for row in cached["running"]:
-            row["state"], row["reason"] = self.liveness.check(row)
+            row["state"], row["reason"] = self.liveness.check(row, owner)
         return rows
 
     def _load_roots(self, db):
@@ -192,7 +204,7 @@ class Workflows:
             if status == 0:
                 return SUCCESSFUL, "DAGMan exited with status 0"
             return FAILED, row.get("state_reason") or "DAGMan exited with status %s" % status
-        return self.liveness.check(row)
+        return self.liveness.check(row, reader_uid(row["home"]) if row.get("home") else None)
 
     def root(self, home, m):
         """One root workflow by master wf_id (digits) or wf_uuid."""
@@ -201,7 +213,7 @@ class Workflows:
             raise NotFound("No root workflow %s in %s" % (m, master_path(home)))
         row = dict(row, home=home)  # whose STAMPEDE DB stampede() may open
         if row["last_state"] == "WORKFLOW_STARTED":
-            row["state"], row["reason"] = self.liveness.check(row)
+            row["state"], row["reason"] = self.liveness.check(row, reader_uid(home))
         return row
 
     def root_states(self, home, wf_id):

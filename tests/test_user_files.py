@@ -206,3 +206,25 @@ def test_only_a_process_running_as_the_owner_skips_the_checks(users):
         out = u.run([u.python, "-c", code, home])
         assert out.stdout.strip() == expected, out.stderr
     assert owned.reader_uid(u.home) == u.uid          # root checks every user, even so
+
+
+def test_the_dashboard_reads_a_submit_directory_as_its_user(users):
+    """U's master DB may name V's submit directory as its own: whether V's DAGMan
+    finished (and how) is read there with U's file-system identity, so U learns
+    nothing of V's run."""
+    u, v, _ = users
+    from pegasus_em import stampede
+    submit = os.path.join(v.home, "private-run")
+    os.makedirs(submit, exist_ok=True)
+    with open(os.path.join(submit, "w-0.dag.dagman.out"), "w") as f:
+        f.write("12/04/26 10:00:00 ** condor_scheduniv_exec.7.0 (CONDOR_DAGMAN) STARTING UP\n"
+                "12/04/26 10:00:00 ** PID = 4242\n"
+                "12/04/26 10:00:09 **** condor_scheduniv_exec.7.0 (condor_DAGMAN) pid 4242 "
+                "EXITING WITH STATUS 0\n")
+    chown_tree(submit, v.uid, v.gid)
+    os.chmod(submit, 0o700)
+    row = {"submit_dir": submit, "dag_file_name": "w-0.dag", "state_ts": 1.0, "wf_uuid": "x"}
+    liveness = stampede.Liveness()
+    assert liveness.check(dict(row), owner=None)[0] == stampede.SUCCESSFUL  # root sees it
+    state, reason = liveness.check(dict(row), owner=u.uid)
+    assert state != stampede.SUCCESSFUL and "4242" not in reason
