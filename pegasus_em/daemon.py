@@ -9,12 +9,11 @@ import signal
 import sys
 import threading
 
-from . import __version__, config, notify, runner, store
+from . import __version__, config, httpd, loops, notify, runner, store
 from .api import App
 from .auth import BasicAuth
 from .db import SchemaTooNew, open_database
 from .errors import ConfigError
-from .httpd import Server
 from .manager import Manager, Settings
 from .ops import Ops
 from .triggers import Triggers
@@ -82,8 +81,11 @@ class Daemon:
         paths = Paths(config.pegasus_dir())
         paths.create()
         setup_logging(paths.log, debug or cfg["DEBUG"])
+        loops.log_thread_deaths(log)
         for warning in cfg.warnings:
             log.warning("%s", warning)
+        httpd.raise_descriptor_limit()
+        server_limits = httpd.limits(cfg)
         if not cfg["USERNAME"] or not cfg["PASSWORD"]:
             raise ConfigError("Specify USERNAME and PASSWORD in %s: the ensemble manager "
                               "refuses to serve without authentication"
@@ -120,7 +122,7 @@ class Daemon:
         host = host or "127.0.0.1"
         port = _port(port, cfg)
         try:
-            server = Server((host, port), app)
+            server = httpd.Server((host, port), app, **server_limits)
         except OSError as e:
             db.close()
             raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
@@ -135,9 +137,7 @@ class Daemon:
             self.triggers.recover()
         except Exception:
             log.exception("cannot recover the triggers' files; trying again later")
-        self._thread = threading.Thread(target=self.server.serve_forever, name="http",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = loops.spawn("http", self.server.serve_forever)
         self.manager.start()
         self.triggers.start()
         self.notifier.start()
