@@ -67,6 +67,7 @@ PRELOAD_LIMIT = 1 << 20  # bodies up to this size are read before the app runs
 _DRAIN_LIMIT = 16 << 20  # unread body bytes we discard to keep a connection open
 _HOUSEKEEPING_EVERY = 0.25  # seconds between looks for connections past their deadline
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.01, 1.0  # after accept() ran out of descriptors
+EPISODE_QUIET = 10.0  # seconds without shedding that end an episode in the log
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 _DIGITS = re.compile(r"[0-9]+\Z")
@@ -395,21 +396,24 @@ class _Conn:
 
 
 class _Episode:
-    """A condition logged when it begins and when it ends, not at every occurrence."""
+    """A condition logged when it begins and when it has not recurred for
+    EPISODE_QUIET seconds, not at every occurrence."""
 
     def __init__(self, begins, ends):
         self.begins, self.ends = begins, ends
         self.count = 0
+        self.last = 0.0
 
     def occurred(self, *args):
         if not self.count:
             log.warning(self.begins, *args)
         self.count += 1
+        self.last = time.monotonic()
 
-    def over(self):
-        if self.count:
+    def end_if_quiet(self, now):
+        if self.count and now - self.last > EPISODE_QUIET:
             log.info(self.ends, self.count)
-        self.count = 0
+            self.count = 0
 
 
 class Server(http.server.HTTPServer):
@@ -451,8 +455,8 @@ class Server(http.server.HTTPServer):
                                 "waiting longest for a request", "below the connection cap "
                                 "again; %d connections were shed or refused")
         self._starving = _Episode("accept() failed: %s; shedding idle connections and "
-                                  "accepting more slowly", "descriptors available again "
-                                  "after %d failed accepts")
+                                  "accepting more slowly", "descriptors to spare again, "
+                                  "after %d accepts failed for want of them")
         super().__init__(address, handler)
 
     def server_bind(self):
@@ -495,7 +499,6 @@ class Server(http.server.HTTPServer):
                 self._starved(e)
             return  # EAGAIN, ECONNABORTED, ...: nothing to accept
         self._backoff = _FIRST_BACKOFF
-        self._starving.over()
         try:
             self.process_request(request, client_address)
         except Exception:
@@ -515,9 +518,8 @@ class Server(http.server.HTTPServer):
             for conn in [c for c in self._live if c.deadline is not None and c.deadline < now]:
                 log.debug("closing a connection past its deadline")
                 self._shed(conn)
-            below = len(self._live) < self.max_connections
-        if below:
-            self._at_cap.over()
+        self._at_cap.end_if_quiet(now)
+        self._starving.end_if_quiet(now)
 
     def process_request(self, request, client_address):
         conn = _Conn(request.fileno(), time.monotonic() + (
