@@ -60,15 +60,21 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_LINE = 8192
 MAX_CONNECTIONS = 512
+# Connections the kernel queues for accept() (capped by net.core.somaxconn).  A full
+# queue drops a new client's SYN, and its retry comes a second later: a flood of a
+# few thousand connections must fit, so a legitimate client never waits for that.
+BACKLOG = 4096
 REQUEST_TIMEOUT = 30.0  # seconds a request may take to arrive, from its first byte
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 75  # seconds a keep-alive connection may sit idle
 PRELOAD_LIMIT = 1 << 20  # bodies up to this size are read before the app runs
 _DRAIN_LIMIT = 16 << 20  # unread body bytes we discard to keep a connection open
-_HOUSEKEEPING_EVERY = 0.25  # seconds between looks for connections past their deadline
+_HOUSEKEEPING_EVERY = 0.5  # seconds between looks for connections past their deadline
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.01, 1.0  # after accept() ran out of descriptors
 EPISODE_QUIET = 10.0  # seconds without shedding that end an episode in the log
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_NOTHING_TO_ACCEPT = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR,
+                      errno.EPROTO)  # another listener was faster, or the client left
 
 _DIGITS = re.compile(r"[0-9]+\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -426,7 +432,7 @@ class Server(http.server.HTTPServer):
     """
 
     allow_reuse_address = True
-    request_queue_size = 256
+    request_queue_size = BACKLOG
     max_idle_workers = 16
 
     def __init__(self, address, app, ssl_context=None, handler=Handler,
@@ -455,8 +461,8 @@ class Server(http.server.HTTPServer):
                                 "waiting longest for a request", "below the connection cap "
                                 "again; %d connections were shed or refused")
         self._starving = _Episode("accept() failed: %s; shedding idle connections and "
-                                  "accepting more slowly", "descriptors to spare again, "
-                                  "after %d accepts failed for want of them")
+                                  "accepting more slowly", "accept() works again, after "
+                                  "%d failures")
         super().__init__(address, handler)
 
     def server_bind(self):
@@ -495,9 +501,9 @@ class Server(http.server.HTTPServer):
         try:
             request, client_address = self.socket.accept()
         except OSError as e:
-            if e.errno in _OUT_OF_DESCRIPTORS:
-                self._starved(e)
-            return  # EAGAIN, ECONNABORTED, ...: nothing to accept
+            if e.errno not in _NOTHING_TO_ACCEPT:
+                self._accept_failed(e)
+            return
         self._backoff = _FIRST_BACKOFF
         try:
             self.process_request(request, client_address)
@@ -505,11 +511,13 @@ class Server(http.server.HTTPServer):
             log.exception("cannot serve a connection from %s", client_address)
             self.shutdown_request(request)
 
-    def _starved(self, error):
-        """Out of descriptors: free one, and wait for it instead of spinning."""
+    def _accept_failed(self, error):
+        """The listening socket stays readable: wait instead of spinning, and when
+        descriptors ran out, free one (and wake when it is closed)."""
         self._starving.occurred(error)
         with self._lock:
-            self._shed_oldest()
+            if error.errno in _OUT_OF_DESCRIPTORS:
+                self._shed_oldest()
             self._closed.wait(self._backoff)
         self._backoff = min(_MAX_BACKOFF, self._backoff * 2)
 

@@ -261,7 +261,7 @@ class SharedSocketServer(httpd.Server):
 def listen(host, port):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, port), family=family, backlog=256)
+        sock = socket.create_server((host, port), family=family, backlog=httpd.BACKLOG)
     except OSError as e:
         raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
     sock.set_inheritable(False)
