@@ -19,7 +19,6 @@ Run as root (it creates a throwaway user): python3 bench/flood.py
 """
 
 import argparse
-import base64
 import http.client
 import json
 import multiprocessing
@@ -27,7 +26,6 @@ import os
 import selectors
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -146,16 +144,24 @@ def measure(server_pid, host, port, request, submit, reconnect, seconds):
             "cpu_percent": round(100 * cpu, 1), "shed": shed}
 
 
+def status_of(conn, method, path, auth, body=None):
+    """One request on a new connection (closed after it); -> the status."""
+    headers = {"Authorization": auth, "Accept": "application/json"}
+    if body:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        conn.request(method, path, body, headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
 def daemon_figures(target, reconnect, seconds):
     def get():
         conn = http.client.HTTPConnection(target.host, target.port, timeout=10)
-        try:
-            conn.request("GET", "/ensembles", headers={"Authorization": target.auth})
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status
-        finally:
-            conn.close()
+        return status_of(conn, "GET", "/ensembles", target.auth)
 
     def submit():
         name = "d%d" % int(time.time() * 1000)
@@ -174,16 +180,7 @@ def service_figures(target, service, auth, reconnect, seconds):
     def call(method, path, body=None):
         conn = http.client.HTTPSConnection(service.host, service.port, context=ctx,
                                            timeout=10)
-        headers = {"Authorization": auth, "Accept": "application/json"}
-        if body:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        try:
-            conn.request(method, path, body, headers)
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status
-        finally:
-            conn.close()
+        return status_of(conn, method, path, auth, body)
 
     def submit():
         name = "s%d" % int(time.time() * 1000)
@@ -197,12 +194,7 @@ def service_figures(target, service, auth, reconnect, seconds):
 
 
 def start_service(target, workdir):
-    cert, key = os.path.join(workdir, "c.pem"), os.path.join(workdir, "k.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "2", "-subj", "/CN=localhost", "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cert, key = service_bench.make_certificate(workdir)
     return service_bench.Service(target.python, target.code, "CERTIFICATE = %r\n"
                                  "PRIVATE_KEY = %r\n" % (cert, key), workdir)
 
@@ -215,23 +207,18 @@ def main():
     args = ap.parse_args()
     out = {"flood": FLOOD, "reconnect": args.reconnect}
     with harness.daemon("EM_INTERVAL = 0.5\n") as target:
-        pw = target.pw
-        password = "Bench-%s-1x" % os.urandom(4).hex()
-        subprocess.run(["chpasswd"], input="%s:%s\n" % (pw.pw_name, password), text=True,
-                       check=True)
-        auth = "Basic " + base64.b64encode(("%s:%s" % (pw.pw_name, password)).encode()).decode()
+        auth = target.pam_auth()
         target.example = target.copy_example(os.path.join(target.home, "example"))
         assert target.request("POST", "/ensembles", {"name": "flood", "max_planning": "10",
                                                      "max_running": "10"})[0] == 201
         out["daemon"] = daemon_figures(target, args.reconnect, args.seconds)
-        workdir = tempfile.mkdtemp(prefix="pemflood-")
-        service = start_service(target, workdir)
-        try:
-            out["service"] = service_figures(target, service, auth, args.reconnect,
-                                             args.seconds)
-        finally:
-            service.stop()
-            subprocess.run(["rm", "-rf", workdir])
+        with tempfile.TemporaryDirectory(prefix="pemflood-") as workdir:
+            service = start_service(target, workdir)
+            try:
+                out["service"] = service_figures(target, service, auth, args.reconnect,
+                                                 args.seconds)
+            finally:
+                service.stop()
     print(json.dumps(out, indent=2))
 
 

@@ -41,7 +41,6 @@ import http.server
 import io
 import json
 import logging
-import os
 import queue
 import re
 import resource
@@ -78,6 +77,10 @@ _NOTHING_TO_ACCEPT = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno
 
 _DIGITS = re.compile(r"[0-9]+\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+# A whole header line in one match: a token, a colon, a value free of control
+# characters but tab, and LF or CRLF (anything else takes the slow path, `_header`).
+_HEADER_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*"
+                          r"([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")          # tab is allowed in values
 _CONTROL_OR_TAB = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -117,14 +120,16 @@ def limits(cfg):
 
 
 class _Body:
-    """wsgi.input limited to Content-Length, remembering what is left unread.
+    """wsgi.input for a body too large to read before the app runs: limited to
+    Content-Length, remembering what is left unread, each read under `guard`
+    (the request's deadline).
 
     A body that ends before its Content-Length raises ConnectionError: the app
     must never act on a request cut short."""
 
     __slots__ = ("_rfile", "remaining", "_guard")
 
-    def __init__(self, rfile, length, guard=None):
+    def __init__(self, rfile, length, guard):
         self._rfile = rfile
         self.remaining = length
         self._guard = guard
@@ -145,8 +150,6 @@ class _Body:
         return size
 
     def _call(self, read, size):
-        if self._guard is None:
-            return read(size)
         with self._guard():
             return read(size)
 
@@ -213,7 +216,10 @@ class Handler(socketserver.StreamRequestHandler):
             return False
         if not self.rfile.peek(1):
             return False
-        return server.waiting(self.conn, server.request_timeout)
+        # No lock: housekeeping reads one value or the other, and a shed connection
+        # reads EOF from here on.
+        self.conn.deadline = time.monotonic() + server.request_timeout
+        return True
 
     def handle_one_request(self):
         self.command = ""
@@ -255,10 +261,13 @@ class Handler(socketserver.StreamRequestHandler):
             raw = self.rfile.readline(MAX_REQUEST_LINE + 1)
             if len(raw) > MAX_REQUEST_LINE:
                 raise BadRequest(431, "Header line too long")
-            raw = _line(raw)
-            if not raw:
+            if raw in (b"\r\n", b"\n"):
                 return headers
-            key, value = _header(raw.decode("latin-1"))
+            text = raw.decode("latin-1")
+            match = _HEADER_LINE.match(text)
+            if match is None:
+                _header(text)
+            key, value = match.group(1).lower(), match.group(2).rstrip(" \t")
             headers[key] = headers[key] + ", " + value if key in headers else value
         raise BadRequest(431, "Too many headers")
 
@@ -270,8 +279,10 @@ class Handler(socketserver.StreamRequestHandler):
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if length > PRELOAD_LIMIT:
             return _Body(self.rfile, length, lambda: self.server.reading(self.conn))
-        body = _Body(self.rfile, length)
-        return _Body(io.BytesIO(body.read()), length)
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            raise ConnectionError("the request body ended before its Content-Length")
+        return io.BytesIO(data)
 
     def run_app(self, body):
         if "transfer-encoding" in self.headers:
@@ -293,6 +304,8 @@ class Handler(socketserver.StreamRequestHandler):
 
     def _finish_body(self, body):
         """Keep the connection usable when the app did not read the whole body."""
+        if not isinstance(body, _Body):
+            return  # read before the app ran
         if body.remaining > _DRAIN_LIMIT:
             self.close_connection = True
             return
@@ -365,14 +378,12 @@ def _line(raw):
 
 
 def _header(text):
-    """(lower-case name, value) of one header line, or BadRequest."""
+    """Why a header line is not one: BadRequest, or ConnectionError if unfinished."""
+    text = _line(text.encode("latin-1")).decode("latin-1")
     name, sep, value = text.partition(":")
     if not sep or not _TOKEN.match(name):
         raise BadRequest(400, "Malformed header line")
-    value = value.strip(" \t")
-    if _CONTROL.search(value):
-        raise BadRequest(400, "Control character in header %s" % name)
-    return name.lower(), value
+    raise BadRequest(400, "Control character in header %s" % name)
 
 
 def _content_length(raw):
@@ -563,10 +574,10 @@ class Server(http.server.HTTPServer):
             return True
 
     def _shed_oldest(self):
-        for conn in self._waiting:
-            self._shed(conn)
-            return True
-        return False
+        oldest = next(iter(self._waiting), None)
+        if oldest is not None:
+            self._shed(oldest)
+        return oldest is not None
 
     def _shed(self, conn):
         conn.shed = True

@@ -46,13 +46,8 @@ def exchange(port, data, wrap=None):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         s = wrap(raw) if wrap else raw
         s.sendall(data)
-        chunks = []
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    reply = b"".join(chunks)
+        with s.makefile("rb") as f:
+            reply = f.read()
     if not reply:
         return None, b""
     head, _, body = reply.partition(b"\r\n\r\n")
