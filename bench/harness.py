@@ -221,6 +221,15 @@ class Target:
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=timeout)
 
+    def pam_auth(self):
+        """Give the user a random login password (for pegasus-service's PAM); -> the
+        Basic authorization header with it."""
+        password = "Bench-%s-1x" % os.urandom(4).hex()
+        subprocess.run(["chpasswd"], input="%s:%s\n" % (self.pw.pw_name, password), text=True,
+                       check=True)
+        token = base64.b64encode(("%s:%s" % (self.pw.pw_name, password)).encode()).decode()
+        return "Basic " + token
+
     def copy_example(self, dest):
         """A copy of the simulator's example (plan.sh + workflow.yml) owned by the user."""
         os.makedirs(dest, exist_ok=True)

@@ -14,7 +14,6 @@ Run as root (it creates a throwaway user): python3 bench/service.py
 """
 
 import argparse
-import base64
 import http.client
 import json
 import multiprocessing
@@ -96,6 +95,17 @@ class Service:
         self.proc.wait(30)
 
 
+def make_certificate(workdir):
+    """A throwaway self-signed pair for localhost; -> (cert, key)."""
+    cert, key = os.path.join(workdir, "c.pem"), os.path.join(workdir, "k.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
 def make_master_db(pegasus_dir, uid, gid, rows=20):
     path = os.path.join(pegasus_dir, "workflow.db")
     with sqlite3.connect(path) as db:
@@ -130,18 +140,10 @@ def main():
     out = {"clients": CLIENTS, "max_processes": args.max_processes}
     with harness.daemon() as target:
         pw = target.pw
-        password = "Bench-%s-1x" % os.urandom(4).hex()
-        subprocess.run(["chpasswd"], input="%s:%s\n" % (pw.pw_name, password), text=True,
-                       check=True)
+        auth = target.pam_auth()
         make_master_db(target.pegasus_dir, pw.pw_uid, pw.pw_gid)
         workdir = tempfile.mkdtemp(prefix="pemsvc-")
-        cert, key = os.path.join(workdir, "c.pem"), os.path.join(workdir, "k.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-                        "-days", "2", "-subj", "/CN=localhost", "-addext",
-                        "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        auth = "Basic " + base64.b64encode(("%s:%s" % (pw.pw_name, password)).encode()).decode()
+        cert, key = make_certificate(workdir)
         path = "/api/v1/user/%s/root" % pw.pw_name
         for auth_name in ("NoAuthentication", "PAMAuthentication"):
             for mode, switching in (("in_process", False), ("switching", True)):

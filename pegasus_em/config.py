@@ -81,6 +81,11 @@ SETTINGS = (
     _setting("SMTP_PORT", 25, "its port", int),
     _setting("NOTIFY_FROM", None, "sender of notification e-mails (default user@host)",
              *_OPT_STR),
+    _setting("MAX_CONNECTIONS", 512, "most connections a server (pegasus-em server, each "
+             "pegasus-service listener) holds at once, at most half its descriptor limit; "
+             "beyond it the connection waiting longest for a request is closed", int),
+    _setting("REQUEST_TIMEOUT", 30, "seconds a request (line, headers and body) may take to "
+             "arrive from its first byte; a slower client is disconnected", int, float),
 )
 
 DEFAULTS = {s.name: s.default for s in SETTINGS}

@@ -13,12 +13,11 @@ import sys
 import threading
 import time
 
-from . import __version__, config, notify, runner, store
+from . import __version__, config, httpd, loops, notify, runner, store
 from .api import App
 from .auth import BasicAuth
 from .db import open_database
 from .errors import ConfigError, DiskFull, EMError
-from .httpd import Server
 from .manager import Manager, Settings
 from .ops import Ops
 from .triggers import Triggers
@@ -96,11 +95,14 @@ class Daemon:
         paths = Paths(config.pegasus_dir())
         paths.create()
         setup_logging(paths.log, debug or cfg["DEBUG"])
+        loops.log_thread_deaths(log)
         for warning in cfg.warnings:
             log.warning("%s", warning)
         if exposed:
             print("WARNING: %s" % exposed, file=sys.stderr)
             log.warning("%s", exposed)
+        httpd.raise_descriptor_limit()
+        server_limits = httpd.limits(cfg)
         if not cfg["USERNAME"] or not cfg["PASSWORD"]:
             raise ConfigError("Specify USERNAME and PASSWORD in %s: the ensemble manager "
                               "refuses to serve without authentication"
@@ -134,7 +136,7 @@ class Daemon:
         app = App(ops, BasicAuth(cfg["USERNAME"], cfg["PASSWORD"], token).authenticate)
         port = _port(port, cfg)
         try:
-            server = Server((host, port), app)
+            server = httpd.Server((host, port), app, **server_limits)
         except OSError as e:
             db.close()
             raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
@@ -153,9 +155,7 @@ class Daemon:
         # Before any thread starts, so a failure here leaves nothing running; clients
         # that come at once wait in the listen backlog.
         write_endpoint(self.paths.endpoint, self.server.url, token)
-        self._thread = threading.Thread(target=self.server.serve_forever, name="http",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = loops.spawn("http", self.server.serve_forever)
         self.manager.start()
         self.triggers.start()
         self.notifier.start()

@@ -21,7 +21,7 @@ import shlex
 import threading
 import time
 
-from . import dagstate, planout, policy, runner, store
+from . import dagstate, loops, planout, policy, runner, store
 from .errors import EMError
 from .model import timestamp
 from .states import EnsembleState, WorkflowState as W
@@ -92,8 +92,7 @@ class Manager:
             pass  # the pipe is full: a wake is already pending
 
     def start(self):
-        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
-        self._thread.start()
+        self._thread = loops.start("engine", self._timed_tick, self._sleep, self._stop, log)
 
     def stop(self, timeout=10):
         self._stop.set()
@@ -105,24 +104,23 @@ class Manager:
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _run(self):
-        while not self._stop.is_set():
-            started = self.monotonic()
-            try:
-                wait = self.tick()
-            except Exception:
-                log.exception("engine tick failed; trying again")
-                wait = 1.0
-            if self._wait(wait) == "api":
-                # Only the API woke us: let a burst of submissions coalesce into one tick.
-                gap = MIN_TICK_GAP - (self.monotonic() - started)
-                if gap > 0 and not self._stop.is_set():
-                    time.sleep(gap)
+    def _timed_tick(self):
+        """One turn of the supervised loop; -> (when it began, seconds until due)."""
+        started = self.monotonic()
+        return started, self.tick()
+
+    def _sleep(self, turn):
+        started, wait = turn
+        if self._wait(wait) == "api":
+            # Only the API woke us: let a burst of submissions coalesce into one tick.
+            gap = MIN_TICK_GAP - (self.monotonic() - started)
+            if gap > 0:
+                self._stop.wait(gap)
 
     def _wait(self, timeout):
         """Sleep until woken; -> "api", "process" (a child exited) or None (time is up)."""
         cause = None
-        sel = selectors.DefaultSelector()
+        sel = selectors.PollSelector()  # unlike epoll, needs no descriptor of its own
         try:
             sel.register(self._wake_r, selectors.EVENT_READ, None)
             for t in self.tracked.values():

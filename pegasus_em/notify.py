@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 
-from . import __version__, store
+from . import __version__, loops, store
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class Notifier:
         self._wake.set()
 
     def start(self):
-        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
-        self._thread.start()
+        self._thread = loops.start("notify", self._clear_and_tick, self._wake.wait, self._stop,
+                                   log)
 
     def stop(self, timeout=10):
         self._stop.set()
@@ -98,15 +98,9 @@ class Notifier:
         if self._thread:
             self._thread.join(timeout)
 
-    def _run(self):
-        while not self._stop.is_set():
-            self._wake.clear()  # before the tick, so no wake is lost
-            try:
-                wait = self.tick()
-            except Exception:
-                log.exception("notification tick failed; trying again")
-                wait = 5.0
-            self._wake.wait(wait)
+    def _clear_and_tick(self):
+        self._wake.clear()  # before the tick, so no wake is lost
+        return self.tick()
 
     def tick(self, now=None):
         """Deliver every due notification; -> seconds until the next is due."""

@@ -21,10 +21,9 @@ import sys
 import threading
 import time
 
-from . import __version__, config, pam, tls
+from . import __version__, config, httpd, loops, pam, tls
 from .auth import AdminUsers, EmPasswordLogin, NoAuthentication, PamAuthentication
 from .errors import ConfigError
-from .httpd import Server
 from .service_app import Backend, ServiceApp, normalize_prefix
 from .switch import WorkerPool
 from .userapp import UserApp, home_of
@@ -53,6 +52,7 @@ def main(argv=None):
     try:
         cfg = config.load()
         setup_logging(args.debug or cfg["DEBUG"])
+        loops.log_thread_deaths(log)
         for warning in cfg.warnings:
             log.warning("%s", warning)
         service = Service.prepare(cfg, args.host, args.port)
@@ -89,6 +89,7 @@ class Settings:
             self.prefix = normalize_prefix(cfg["PEGASUS_SERVICE_URL_PREFIX"])
         except ValueError as e:
             raise ConfigError(str(e))
+        self.server_limits = httpd.limits(cfg)
 
 
 def build_app(settings, pam_lib=None):
@@ -145,6 +146,7 @@ class Service:
     @classmethod
     def prepare(cls, cfg, host=None, port=None):
         """Everything that can fail at start, before any fork or thread."""
+        httpd.raise_descriptor_limit()  # before forking listeners: they inherit it
         settings = Settings(cfg)
         host = host or cfg["SERVER_HOST"] or "127.0.0.1"
         port = cfg["SERVER_PORT"] if port is None else port
@@ -179,9 +181,8 @@ class Service:
     def serve(self):
         """Serve in this process until `stop` is set."""
         app, backend = build_app(self.settings, self.pam_lib)
-        server = SharedSocketServer(self.sock, app, self.ctx)
-        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-        thread.start()
+        server = SharedSocketServer(self.sock, app, self.ctx, **self.settings.server_limits)
+        loops.spawn("http", server.serve_forever)
         tls.start_renewal(self.creds, self.ctx, self.stop)
         log.info("listener pid %d ready", os.getpid())
         try:
@@ -258,12 +259,12 @@ def _kill(pid, sig):
         pass
 
 
-class SharedSocketServer(Server):
+class SharedSocketServer(httpd.Server):
     """httpd.Server on a socket bound (and perhaps shared) beforehand."""
 
-    def __init__(self, sock, app, ssl_context):
+    def __init__(self, sock, app, ssl_context, **limits):
         self._bound = sock
-        super().__init__(sock.getsockname()[:2], app, ssl_context)
+        super().__init__(sock.getsockname()[:2], app, ssl_context, **limits)
 
     def server_bind(self):
         self.socket.close()
@@ -278,7 +279,7 @@ class SharedSocketServer(Server):
 def listen(host, port):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, port), family=family, backlog=256)
+        sock = socket.create_server((host, port), family=family, backlog=httpd.BACKLOG)
     except OSError as e:
         raise ConfigError("Cannot listen on %s:%s: %s" % (host, port, e.strerror or e))
     sock.set_inheritable(False)

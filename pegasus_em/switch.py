@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 
+from . import loops
 from .errors import EMError
 from .userapp import Call, Reply, UserApp, json_reply
 
@@ -179,8 +180,11 @@ class StreamedBody:
         return self.length
 
     def __iter__(self):
-        for chunk in self._frames:
-            yield chunk
+        try:
+            for chunk in self._frames:
+                yield chunk
+        except ValueError as e:  # the worker broke the protocol: as if it hung up
+            raise ConnectionError("worker reply: %s" % e) from e
         self._done = True
 
     def close(self):
@@ -370,26 +374,27 @@ class WorkerPool:
         with self._lock:
             if self._workers.get(worker.user) is worker:
                 del self._workers[worker.user]
-        threading.Thread(target=worker.close, name="worker-close", daemon=True).start()
+        loops.spawn("worker-close", worker.close)
 
     def _start_reaper(self):
         if self._reaper is None:
-            self._reaper = threading.Thread(target=self._reap, name="worker-reaper",
-                                            daemon=True)
-            self._reaper.start()
+            self._reaper = loops.start("worker-reaper", self._reap, self._stop.wait,
+                                       self._stop, log,
+                                       first_wait=min(10.0, self.idle_timeout / 4))
 
     def _reap(self):
-        while not self._stop.wait(min(10.0, self.idle_timeout / 4)):
-            now = time.monotonic()
-            with self._lock:
-                stale = [w for w in self._workers.values() if w.proc.poll() is not None
-                         or w.retire_if_idle(now, self.idle_timeout)]
-                for w in stale:
-                    del self._workers[w.user]
+        """One look for workers that ended or sat idle; -> seconds until the next."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [w for w in self._workers.values() if w.proc.poll() is not None
+                     or w.retire_if_idle(now, self.idle_timeout)]
             for w in stale:
-                log.info("stopping worker pid %d of user %s (%s)", w.proc.pid, w.user,
-                         "idle" if w.proc.poll() is None else "exited %s" % w.proc.poll())
-                w.close()
+                del self._workers[w.user]
+        for w in stale:
+            log.info("stopping worker pid %d of user %s (%s)", w.proc.pid, w.user,
+                     "idle" if w.proc.poll() is None else "exited %s" % w.proc.poll())
+            w.close()
+        return min(10.0, self.idle_timeout / 4)
 
     def pids(self):
         with self._lock:
@@ -405,7 +410,7 @@ class WorkerPool:
 
 def relay_log(stream, who):
     """Log what a worker writes to stderr, in a thread that ends with the worker."""
-    threading.Thread(target=_relay, args=(stream, who), name="worker-log", daemon=True).start()
+    loops.spawn("worker-log", _relay, stream, who)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
@@ -507,8 +512,7 @@ def worker_main(argv):
             os._exit(0)  # the listener is gone or let us go; nothing is half done
         for channel_fd in fds:
             channel = socket.socket(fileno=channel_fd)
-            threading.Thread(target=serve_channel, args=(channel, app, me),
-                             name="channel", daemon=True).start()
+            loops.spawn("channel", serve_channel, channel, app, me)
 
 
 def serve_channel(channel, app, me):

@@ -17,9 +17,9 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 
+from . import loops
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ LOCK_NAME = "pegasus-service-cert.lock"
 VALID_DAYS = 365
 RENEW_BEFORE = 7 * 86400      # seconds of validity left when a new one is made
 CHECK_EVERY = 6 * 3600        # how often a running service looks
+RETRY_RENEWAL = 60            # seconds after a failed renewal (doubling up to CHECK_EVERY)
 _WILDCARDS = ("", "0.0.0.0", "::", "*")
 
 
@@ -176,20 +177,17 @@ def generate(cert, key, hosts, openssl=None):
 
 
 def start_renewal(creds, ctx, stop, every=CHECK_EVERY):
-    """A daemon thread renewing a self-signed certificate before it expires."""
+    """A supervised thread renewing a self-signed certificate before it expires (a
+    failure keeps the old one in use, is logged, and is tried again)."""
     if not creds.self_signed:
         return None
 
-    def loop():
-        while not stop.wait(every):
-            try:
-                creds.refresh(ctx)
-            except Exception:  # keep serving with the old one; say why
-                log.exception("could not renew the certificate %s", creds.cert)
+    def renew():
+        creds.refresh(ctx)
+        return every
 
-    thread = threading.Thread(target=loop, name="tls-renewal", daemon=True)
-    thread.start()
-    return thread
+    return loops.start("tls-renewal", renew, stop.wait, stop, log, first_wait=every,
+                       first_pause=RETRY_RENEWAL, max_pause=every)
 
 
 def _mtime(path, default=None):

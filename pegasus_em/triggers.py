@@ -46,7 +46,7 @@ import stat
 import threading
 import time
 
-from . import store
+from . import loops, store
 from .errors import EMError
 from .model import timestamp
 from .ops import MAX_PLAN_COMMAND
@@ -322,8 +322,7 @@ class Triggers:
         self._wake.set()
 
     def start(self):
-        self._thread = threading.Thread(target=self._run, name="triggers", daemon=True)
-        self._thread.start()
+        self._thread = loops.start("triggers", self._timed_tick, self._sleep, self._stop, log)
 
     def stop(self, timeout=10):
         self._stop.set()
@@ -331,19 +330,16 @@ class Triggers:
         if self._thread:
             self._thread.join(timeout)
 
-    def _run(self):
-        while not self._stop.is_set():
-            started = time.monotonic()
-            self._wake.clear()  # before the tick, so no wake is lost
-            try:
-                wait = self.tick()
-            except Exception:
-                log.exception("trigger tick failed; trying again")
-                wait = 1.0
-            self._wake.wait(max(0.0, wait - (time.monotonic() - started)))  # from the tick's now
-            gap = MIN_TICK_GAP - (time.monotonic() - started)
-            if gap > 0 and not self._stop.is_set():
-                time.sleep(gap)
+    def _timed_tick(self):
+        """One turn of the supervised loop; -> (when it began, seconds until due)."""
+        started = time.monotonic()
+        self._wake.clear()  # before the tick, so no wake is lost
+        return started, self.tick()
+
+    def _sleep(self, turn):
+        started, wait = turn
+        self._wake.wait(max(0.0, wait - (time.monotonic() - started)))  # from the tick's now
+        loops.coalesce(self._stop, started, MIN_TICK_GAP)
 
     # ---- one turn ----------------------------------------------------------
 

@@ -181,10 +181,11 @@ def module_user(sandbox):
 class Daemon:
     """A real `pegasus-em server` process owned by a test user."""
 
-    def __init__(self, user, args=(), env=None):
+    def __init__(self, user, args=(), env=None, prefix=()):
         self.user = user
         self.args = list(args)
         self.env = env
+        self.prefix = list(prefix)  # e.g. prlimit: run the daemon under it
         self.proc = None
         self.url = None
         self.endpoint = os.path.join(user.pegasus_dir, "em-server.json")
@@ -193,8 +194,9 @@ class Daemon:
         if os.path.exists(self.endpoint):
             os.unlink(self.endpoint)
         self.stderr = tempfile.TemporaryFile()
-        self.proc = self.user.popen([self.user.python, "-m", "pegasus_em", "server",
-                                     "--port", "0"] + self.args, env=self.env,
+        self.proc = self.user.popen(self.prefix + [self.user.python, "-m", "pegasus_em",
+                                                   "server", "--port", "0"] + self.args,
+                                    env=self.env,
                                     stdout=subprocess.DEVNULL, stderr=self.stderr)
         wait_until(lambda: self._published() or self.proc.poll() is not None, timeout,
                    message="daemon to publish its endpoint")

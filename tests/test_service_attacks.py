@@ -4,6 +4,7 @@ accounts.  A real root service with PAM and process switching, real users, real
 HTTPS, and a headless Chromium where a browser is the victim.
 """
 
+import base64
 import contextlib
 import http.server
 import os
@@ -16,7 +17,8 @@ import pytest
 
 import cdp
 from conftest import Daemon, throwaway_user, unique, wait_until
-from service_fixtures import Service, children_of, make_certificate, proc_credentials
+from service_fixtures import (Service, children_of, chown_tree, make_certificate,
+                              make_pegasus_dbs, proc_credentials)
 
 # mallory's service.py: it runs inside mallory's own worker whenever that process reads
 # mallory's settings, and from then on the worker answers what mallory wants.
@@ -215,6 +217,37 @@ def test_a_worker_cannot_make_the_listener_take_memory(site):
     assert _peak_kib(site.service.proc.pid) - before < 64 * 1024
     assert "frame too large" in site.service.errors()
     assert site.as_user(site.victim, "GET", "/u/%s/" % site.victim.name)[0] == 200
+
+
+def test_a_long_reply_is_streamed_not_held(site):
+    """Defect 7, the other half: a reply longer than a page (a raw file download) passes
+    through the listener as it arrives; the listener never holds it whole."""
+    v = site.victim
+    submit = os.path.join(v.home, "submit", "run0001")
+    os.makedirs(submit, exist_ok=True)
+    if not os.path.exists(os.path.join(v.pegasus_dir, "workflow.db")):
+        make_pegasus_dbs(v.pegasus_dir, label="big")
+    size = 40 << 20
+    with open(os.path.join(submit, "big.out"), "wb") as f:
+        f.write(os.urandom(1 << 20) * (size >> 20))
+    chown_tree(os.path.join(v.home, "submit"), v.uid, v.gid)
+    chown_tree(v.pegasus_dir, v.uid, v.gid)
+    before = _peak_kib(site.service.proc.pid)
+    conn = site.client.connection()
+    token = base64.b64encode(("%s:%s" % (v.name, v.login)).encode()).decode()
+    conn.request("GET", "/u/%s/r/1/w/root/files/big.out?raw=1" % v.name,
+                 headers={"Authorization": "Basic " + token})
+    resp = conn.getresponse()
+    got = 0
+    while True:
+        chunk = resp.read(1 << 20)
+        if not chunk:
+            break
+        got += len(chunk)
+    conn.close()
+    assert resp.status == 200 and got == size and resp.getheader("Content-Length") == str(size)
+    assert "sandbox" in resp.getheader("Content-Security-Policy")
+    assert _peak_kib(site.service.proc.pid) - before < (size >> 10) // 2
 
 
 def _peak_kib(pid):
