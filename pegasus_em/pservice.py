@@ -25,6 +25,7 @@ from . import __version__, config, httpd, loops, pam, tls
 from .auth import AdminUsers, EmPasswordLogin, NoAuthentication, PamAuthentication
 from .errors import ConfigError
 from .service_app import Backend, ServiceApp, normalize_prefix
+from . import switch
 from .switch import WorkerPool
 from .userapp import UserApp, home_of
 
@@ -148,6 +149,14 @@ class Service:
         """Everything that can fail at start, before any fork or thread."""
         httpd.raise_descriptor_limit()  # before forking listeners: they inherit it
         settings = Settings(cfg)
+        if settings.process_switching and os.geteuid() == 0:
+            problem = switch.probe_worker_start()
+            if problem:
+                raise ConfigError("pegasus-service is installed where other users cannot run "
+                                  "it (%s); each user's requests run in a process of that "
+                                  "user: install it where every user can read it, e.g. "
+                                  "python3 -m venv /opt/pegasus-em && /opt/pegasus-em/bin/pip "
+                                  "install . (not under root's home)" % problem)
         host = host or cfg["SERVER_HOST"] or "127.0.0.1"
         port = cfg["SERVER_PORT"] if port is None else port
         pam_lib = None

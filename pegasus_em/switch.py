@@ -453,6 +453,30 @@ def worker_argv(python=None):
     return [python, "-I", "-c", code]
 
 
+PROBE_UID = 65534  # nobody: can an account with no rights of its own run a worker?
+
+
+def probe_worker_start(python=None, uid=PROBE_UID, timeout=START_TIMEOUT):
+    """None if a process of an unprivileged account can start this package as workers
+    start it, else why not (one line): a service installed under root's home (a pyenv
+    there, a venv whose interpreter links into it) starts, and then serves nobody."""
+    argv = worker_argv(python)
+    argv[-1] = argv[-1].split("; from pegasus_em.switch")[0] + "; import pegasus_em.switch"
+    try:
+        result = subprocess.run(argv, user=uid, group=uid, extra_groups=[], cwd="/",
+                                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as e:
+        return "%s cannot be run by other users: %s" % (argv[0], e)
+    if result.returncode == 0:
+        return None
+    lines = result.stderr.decode("utf-8", "replace").strip().splitlines() or ["exit status %d"
+                                                                          % result.returncode]
+    return "%s cannot import pegasus_em from %s as another user: %s" % (
+        argv[0], os.path.dirname(os.path.dirname(os.path.abspath(__file__))), lines[-1])
+
+
 def _shared_python():
     candidates = [sys.executable, shutil.which("python3"), "/usr/bin/python3"]
     for path in candidates:

@@ -104,3 +104,23 @@ def test_workers_refuse_other_users_calls(module_user):
         assert reply.status == 403
     finally:
         pool.close()
+
+
+def test_refuses_to_start_where_users_cannot_run_it(sandbox, tmp_path):
+    """Installed where only root can read it (under root's home, say), the service would
+    start and then answer every page with a worker that cannot start: it refuses at once,
+    in one line that says where to install instead."""
+    import shutil
+    import subprocess
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    shutil.copytree(os.path.join(sandbox.code, "pegasus_em"), str(private / "pegasus_em"))
+    cert, key = make_certificate(str(tmp_path))
+    svc = Service(sandbox, "CERTIFICATE = %r\nPRIVATE_KEY = %r\n" % (cert, key),
+                  env={"PYTHONPATH": str(private)})
+    proc = subprocess.run(svc.command(), env=svc.environment(), cwd=svc.dir, timeout=60,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode != 0 and "serving" not in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "where every user can read it" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
