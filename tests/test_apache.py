@@ -18,7 +18,9 @@ Users, databases and the ensemble manager are real (conftest, service_fixtures).
 
 import contextlib
 import grp
+import logging
 import os
+import runpy
 import subprocess
 
 import pytest
@@ -282,3 +284,22 @@ def test_pam_with_the_shadow_group_checks_every_users_password(account, world):
 def test_mounted_at_the_prefix_the_wsgi_file_is_not_a_document(account, world):
     status, _, body = account.get(world.alice, "/pegasus-service.wsgi")
     assert status in (403, 404) and "wsgi_application" not in str(body)
+
+
+# --------------------------------------------------------------------------- the .wsgi file
+
+
+def test_the_wsgi_file_names_a_setting_it_does_not_know(tmp_path, monkeypatch, caplog):
+    """Pegasus's app.config.from_object takes a misspelt name silently; we say so."""
+    wsgi = install_wsgi(str(tmp_path), AUTHENTICATION="NoAuthentication",
+                        PROCESS_SWITCHING=False, ADMIN_USER="*")
+    (tmp_path / "service.py").write_text("")
+    monkeypatch.setenv("PEGASUS_ENV", str(tmp_path / "service.py"))
+    logger = logging.getLogger("pegasus_em")
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        runpy.run_path(wsgi)
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+    assert "ADMIN_USER: unknown setting in the .wsgi file (ignored)" in caplog.text
