@@ -17,6 +17,7 @@ import tempfile
 import pytest
 
 from conftest import REPO, wait_until
+from service_fixtures import Service
 
 SERVICE_DIR = os.path.join(REPO, "share", "pegasus", "service")
 WSGI_FILE = os.path.join(SERVICE_DIR, "pegasus-service.wsgi")
@@ -123,14 +124,7 @@ class Apache:
             raise AssertionError("Apache exited %s: %s" % (self.proc.returncode, self.errors()))
         return self
 
-    def stop(self, timeout=30):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    stop = Service.stop  # TERM (Apache's own stop), then KILL after a while
 
     def errors(self):
         self.out.seek(0)
