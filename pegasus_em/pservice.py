@@ -308,11 +308,32 @@ def setup_logging(debug):
 
 def wsgi_application(**overrides):
     """The WSGI callable for Apache mod_wsgi (see share/pegasus/service/pegasus-service.wsgi):
-    settings from the service.py of the user Apache runs it as, `overrides` on top.
-    TLS is Apache's job here."""
+    settings from the service.py of the user mod_wsgi runs it as (never root: mod_wsgi
+    refuses), the .wsgi file's on top.  Apache listens and does TLS."""
     cfg = config.load()
     setup_logging(cfg["DEBUG"])
+    known = {s.name for s in config.SETTINGS}
+    for warning in cfg.warnings + ["%s: unknown setting in the .wsgi file (ignored)" % name
+                                   for name in sorted(set(overrides) - known)]:
+        log.warning("%s", warning)
     settings = Settings(cfg, overrides)
     warn_about(settings)
     app, _backend = build_app(settings)
-    return app
+    return MountedAtPrefix(app) if settings.prefix else app
+
+
+class MountedAtPrefix:
+    """Apache may already mount the service at its prefix (`WSGIScriptAlias /pegasus`, the
+    way Pegasus is put below a prefix under Apache): the prefix is then in SCRIPT_NAME
+    and is not asked for a second time at the start of PATH_INFO."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        prefix = self.app.prefix
+        script = environ.get("SCRIPT_NAME", "").rstrip("/")
+        if script.endswith(prefix):
+            environ = dict(environ, SCRIPT_NAME=script[:-len(prefix)],
+                           PATH_INFO=prefix + environ.get("PATH_INFO", ""))
+        return self.app(environ, start_response)

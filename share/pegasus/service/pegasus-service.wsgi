@@ -1,33 +1,37 @@
 #
-# pegasus-service under Apache HTTPD + mod_wsgi (see pegasus-service-httpd.conf and
-# `man pegasus-service`, section APACHE).  Copy this file to a directory of its own
+# pegasus-service under Apache HTTPD + mod_ssl + mod_wsgi (see pegasus-service-httpd.conf
+# and `man pegasus-service`, section APACHE).  Copy this file to a directory of its own
 # (the httpd configuration calls it DOCUMENT_ROOT) and adjust the settings below.
 #
-# Apache terminates TLS, so CERTIFICATE, PRIVATE_KEY, SERVER_HOST and SERVER_PORT do
-# not apply here.  The other settings come from ~/.pegasus/service.py of the user the
-# WSGIDaemonProcess runs as (or the file PEGASUS_ENV names); these win over it.
+# Every UPPERCASE name in this file is a setting, as in Pegasus: add any other one of
+# service.py here (PEGASUS_SERVICE_URL_PREFIX, ADMIN_WRITE, PUBLIC_URL, ...).  They win
+# over ~/.pegasus/service.py of the user the WSGIDaemonProcess runs as (or the file
+# PEGASUS_ENV names).  Apache listens and does TLS, so CERTIFICATE, PRIVATE_KEY,
+# SERVER_HOST, SERVER_PORT and MAX_PROCESSES do not apply.
+#
+# mod_wsgi never runs an application as root: this one runs as the WSGIDaemonProcess
+# user (USER_NAME in the httpd configuration), and that decides what it can do.
 #
 
 #
-# If pegasus_em is not installed where this Python finds it, name the directory
-# that holds the pegasus_em package (the httpd configuration's python-path does the
-# same with PEGASUS_PYTHON_EXTERNALS).
-#
-PEGASUS_EM_PATH = None
-
-#
-# Authentication method: "PAMAuthentication" (system login and password, or the
-# user's pegasus-em PASSWORD) or "NoAuthentication" (no password is asked: the
-# caller is REMOTE_USER when Apache authenticated one, else the user the URL names).
-# PAM can check other users' passwords only in a process running as root.
+# Authentication method:
+# "PAMAuthentication": the system login and password (HTTP Basic), checked by PAM.
+#   Not being root, PAM can check only the WSGIDaemonProcess user's own password,
+#   unless that process may read /etc/shadow (WSGIDaemonProcess ...
+#   supplementary-groups=shadow: a process that reads every password hash).
+# "NoAuthentication": no password is asked here.  Let Apache authenticate (the
+#   <Location /> block of the httpd configuration): the caller is Apache's
+#   REMOTE_USER.  Without it, the caller is whoever the URL names.
 #
 AUTHENTICATION = "PAMAuthentication"
 
 #
-# Serve each user's data in a process running as that user?  Needs a process
-# running as root; mod_wsgi daemon processes do not run as root, so under Apache
-# this serves only the data of the WSGIDaemonProcess user (others get 403) unless
-# it is False, when every user's files are read as that user.
+# Serve each user's data in a process running as that user?  That needs root, so
+# under Apache, True serves only the WSGIDaemonProcess user's data and ensembles
+# (other users get 403).  False reads every user's databases as the WSGIDaemonProcess
+# user: only those that user may read (each still checked to be its owner's), and
+# nobody else's ensembles.  To serve many users each as themselves, run
+# pegasus-service itself (as root) instead of under Apache.
 #
 PROCESS_SWITCHING = True
 
@@ -41,15 +45,10 @@ PROCESS_SWITCHING = True
 ADMIN_USERS = None
 
 #
-# Start Pegasus Service
+# Start Pegasus Service (PEGASUS_PYTHON_EXTERNALS, the python-path of the httpd
+# configuration, is where pegasus_em is found)
 #
-import sys  # noqa: E402
-
-if PEGASUS_EM_PATH and PEGASUS_EM_PATH not in sys.path:
-    sys.path.insert(0, PEGASUS_EM_PATH)
-
 from pegasus_em.pservice import wsgi_application  # noqa: E402
 
-application = wsgi_application(AUTHENTICATION=AUTHENTICATION,
-                               PROCESS_SWITCHING=PROCESS_SWITCHING,
-                               ADMIN_USERS=ADMIN_USERS)
+application = wsgi_application(**{name: value for name, value in dict(globals()).items()
+                                  if name.isupper() and not name.startswith("_")})
