@@ -709,11 +709,12 @@ def test_missing_credentials(tmp_path, monkeypatch, capsys):
         "ERROR: Specify USERNAME and PASSWORD in %s\n" % path
 
 
-def test_missing_config_file_names_its_path(tmp_path, monkeypatch, capsys):
+def test_missing_pegasus_env_file_names_its_path(tmp_path, monkeypatch, capsys):
+    """5.x fails too when the file PEGASUS_ENV names is missing (Flask from_envvar)."""
     path = tmp_path / "absent.py"
     monkeypatch.setenv("PEGASUS_ENV", str(path))
-    assert cli.main(["--url", "http://127.0.0.1:9", "ensembles"]) == 1
-    assert "Specify USERNAME and PASSWORD in %s" % path in capsys.readouterr().err
+    assert cli.main(["--url", "http://127.0.0.1:9", "ensembles"]) == 2
+    assert capsys.readouterr().err == "ERROR: PEGASUS_ENV names %s, which does not exist\n" % path
 
 
 def test_broken_config_exits_2(service_py, capsys):
