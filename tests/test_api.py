@@ -3,7 +3,6 @@
 import base64
 import http.client
 import json
-import os
 import re
 import socket
 import urllib.parse
@@ -11,6 +10,7 @@ import urllib.parse
 import pytest
 
 from conftest import unique, wait_until
+from test_engine import example
 
 
 @pytest.fixture
@@ -612,18 +612,9 @@ MESSAGES_5X = [
 ]
 
 
-def _example(d):
-    """The shipped example plan script, copied where the daemon's user may plan it."""
-    src = os.path.join(d.user.sandbox.code, "share", "pegasus-sim", "example")
-    for name in os.listdir(src):
-        with open(os.path.join(src, name)) as f:
-            d.user.write(os.path.join("example", name), f.read(), mode=0o755)
-    return os.path.join(d.user.home, "example")
-
-
 def _ended(d, ensemble, knobs):
     """Submit one workflow per name with simulator knobs; wait until each has ended."""
-    base = _example(d)
+    base = example(d)
     for name, knob in knobs.items():
         command = '"%s/plan.sh" "-D%s"' % (base, knob)
         assert submit(d, ensemble, name, basedir=base, command=command)[0] == 201
