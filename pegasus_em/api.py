@@ -193,7 +193,7 @@ class App:
 
     def submit(self, req, ensemble):
         f = req.form
-        if f.get("name") in (None, ""):
+        if f.get("name") is None:  # an empty one is an invalid name, as in 5.x
             raise BadRequest("Specify ensemble workflow 'name'")
         if f.get("basedir") in (None, ""):
             raise BadRequest("Specify 'basedir' where plan command should be executed")
@@ -270,14 +270,16 @@ class App:
                                     TriggerType.FILE_PATTERN)
 
     def create_named_trigger(self, req, ensemble, name):
-        """The older 5.x client posts to /triggers/<name> with a `type` field."""
+        """The older 5.x client posts to /triggers/<name> with a `type` field, and
+        its interval and timeout in seconds (the newer routes want a unit)."""
         type_ = str(req.form.get("type") or "").upper()
         if type_ == "CHRON":  # spelled so by an early 5.x release
             type_ = TriggerType.CRON
-        return self._create_trigger(req, ensemble, name, type_)
+        seconds = {k: _seconds(req.form.get(k)) for k in ("interval", "timeout")}
+        return self._create_trigger(req, ensemble, name, type_, **seconds)
 
-    def _create_trigger(self, req, ensemble, name, type_):
-        f = req.form
+    def _create_trigger(self, req, ensemble, name, type_, **durations):
+        f = dict(req.form, **durations)
         t = self.ops.create_trigger(
             ensemble, name, type_, f.get("workflow_script"),
             _json_list(f.get("workflow_args", "[]"), "workflow_args"),
@@ -323,6 +325,12 @@ def _parse_query(text):
     if not text:
         return {}
     return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+
+
+def _seconds(value):
+    """`10` (seconds, from the older client) as `10s`; anything else as it came."""
+    text = str(value or "").strip()
+    return text + "s" if text.isdigit() else value
 
 
 def _json_list(value, field):

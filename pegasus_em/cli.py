@@ -18,9 +18,6 @@ import urllib.parse
 from . import __version__, client, config, fmt, legacy, watch
 from .errors import ClientError, EMError
 
-# `<int> <s|m|h|d>`, as 5.x validates trigger intervals and timeouts.
-DURATION = re.compile(r"(\d+) *([smhd])", re.IGNORECASE)
-
 
 class UsageError(Exception):
     """A bad argument found after argparse ran; reported exactly like argparse's own."""
@@ -81,6 +78,8 @@ def _add_server(subs):
     p.add_argument("--port", type=int, help="listening port (default EM_PORT or "
                                             "7919 + uid %% 57616; 0 picks a free port)")
     p.add_argument("-d", "--debug", action="store_true", help="enable debug logging")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging, repeatable as in Pegasus (-vv: as --debug)")
 
 
 def _add_init(subs):
@@ -178,7 +177,7 @@ def _add_trigger_verbs(subs):
     p.add_argument("file_patterns", nargs="+", metavar="PATTERN",
                    help="absolute glob pattern of input files")
     _add_trigger_options(p)
-    p = _verb(subs, "triggers", cmd_triggers, "list the triggers of an ensemble",
+    p = _verb(subs, "triggers", cmd_triggers, "list the triggers of an ensemble", ["t"],
               target="ensemble", json_out=True)
     p.add_argument("-l", "--long", action="store_true", help="show detailed output")
     p = _verb(subs, "stop-trigger", cmd_stop_trigger, "stop a trigger",
@@ -231,9 +230,10 @@ def parse_args(argv=None):
 
 def _check_ensemble(args):
     """`pegasus-em config myruns.run1 -P 1` is the Pegasus docs' own example:
-    accept it, but say which ensemble we act on."""
+    accept it, but say which ensemble we act on.  `create` sends the name as typed,
+    as 5.x does, and gets 5.x's refusal rather than another ensemble."""
     given = args.ensemble
-    if "." not in given:
+    if "." not in given or args.func is cmd_create:
         return
     head = given.split(".", 1)[0]
     if not head:
@@ -312,25 +312,12 @@ def quote_command(words):
 
 
 def _check_trigger(args):
-    check_duration(args.interval, "interval")
-    if args.timeout is not None:
-        check_duration(args.timeout, "timeout")
-    for pattern in getattr(args, "file_patterns", ()):
-        if not os.path.isabs(pattern):
-            raise UsageError("each file pattern must be given as an absolute path: %s"
-                             % pattern)
+    """Interval, timeout and patterns go as typed, as 5.x sends them: the server
+    checks them and its message is printed, word for word what 5.x prints."""
     try:
         args.script_args = [w for value in args.args for w in shlex.split(value)]
     except ValueError as e:
         raise UsageError("cannot split --args: %s" % e)
-
-
-def check_duration(value, what):
-    """`<int> <s|m|h|d>` and more than 0 seconds, the rule the server applies too."""
-    match = DURATION.fullmatch(value.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise UsageError("%s must be given as `<int> <s|m|h|d>` and be greater than "
-                         "0 seconds: %s" % (what, value))
 
 
 # --------------------------------------------------------------------------- running
@@ -388,7 +375,7 @@ def _show(args, reply, render):
 
 def cmd_server(args):
     from . import daemon  # the client side never loads the server unless asked
-    return daemon.serve(host=args.host, port=args.port, debug=args.debug,
+    return daemon.serve(host=args.host, port=args.port, debug=args.debug or args.verbose >= 2,
                         allow_remote=args.allow_remote)
 
 

@@ -1,8 +1,9 @@
 """Settings: `~/.pegasus/service.py` over built-in defaults, each declared once.
 
-The file is Python, as in Pegasus: UPPERCASE assignments are settings.  The
-home directory comes from the password database, never from $HOME, so a
-daemon started through sudo or by pegasus-service finds the right user's files.
+The file is Python, as in Pegasus: UPPERCASE assignments are settings; the file
+PEGASUS_ENV names is read over it, as 5.x does.  The home directory comes from
+the password database, never from $HOME, so a daemon started through sudo or by
+pegasus-service finds the right user's files.
 """
 
 import ast
@@ -24,10 +25,11 @@ class Setting:
     default: object
     help: str
     kinds: tuple = ()          # accepted Python types; empty means anything
+    env: bool = False          # an environment variable of the same name wins (as in 5.x)
 
 
-def _setting(name, default, help, *kinds):
-    return Setting(name, default, help, kinds)
+def _setting(name, default, help, *kinds, env=False):
+    return Setting(name, default, help, kinds, env)
 
 
 _OPT_STR = (str, type(None))
@@ -54,8 +56,8 @@ SETTINGS = (
              "(https://host:port[/prefix]): absolute links in API answers start with it, "
              "and pages it serves may post to it", *_OPT_STR),
     _setting("MAX_PROCESSES", None, "pegasus-service worker processes", *_OPT_INT),
-    _setting("PEGASUS_SERVICE_URL_PREFIX", None, "prefix for every pegasus-service route",
-             *_OPT_STR),
+    _setting("PEGASUS_SERVICE_URL_PREFIX", None, "prefix for every pegasus-service route "
+             "(the environment variable of that name wins)", *_OPT_STR, env=True),
     _setting("STORAGE_DIRECTORY", None, "pegasus-service storage directory", *_OPT_STR),
     _setting("USERNAME", None, "user name for the ensemble manager's HTTP Basic auth", *_OPT_STR),
     _setting("PASSWORD", None, "password for the ensemble manager's HTTP Basic auth", *_OPT_STR),
@@ -110,9 +112,16 @@ def pegasus_dir(uid=None):
 
 
 def config_path(env=None, uid=None):
-    """PEGASUS_ENV names another file; otherwise ~/.pegasus/service.py."""
+    """The file read last, where settings go: the one PEGASUS_ENV names, else
+    ~/.pegasus/service.py."""
+    return config_paths(env, uid)[-1]
+
+
+def config_paths(env=None, uid=None):
+    """~/.pegasus/service.py, then the file PEGASUS_ENV names, read over it."""
     env = os.environ if env is None else env
-    return env.get("PEGASUS_ENV") or os.path.join(pegasus_dir(uid), "service.py")
+    own = os.path.join(pegasus_dir(uid), "service.py")
+    return [own] + ([env["PEGASUS_ENV"]] if env.get("PEGASUS_ENV") else [])
 
 
 def em_port(uid=None):
@@ -121,17 +130,38 @@ def em_port(uid=None):
 
 
 def load(path=None, env=None, uid=None):
-    """Read the settings file (a missing file means all defaults)."""
-    path = path or config_path(env, uid)
+    """Defaults, then ~/.pegasus/service.py (a missing one means all defaults), then
+    the file PEGASUS_ENV names (it must exist, as in 5.x), then the environment;
+    given a `path`, that file alone."""
+    env = os.environ if env is None else env
     values = dict(DEFAULTS)
     warnings = []
+    read = []
+    for i, name in enumerate([path] if path else config_paths(env, uid)):
+        source = _source(name, required=i > 0)
+        if source is not None:
+            _overlay(values, warnings, name, source)
+            read.append(name)
+    if path is None:
+        values.update((s.name, env[s.name]) for s in SETTINGS if s.env and s.name in env)
+    return Config(values, read[-1] if read else None, warnings)
+
+
+def _source(path, required):
+    """The file's bytes; None when it does not exist and need not."""
     try:
         with open(path, "rb") as f:
-            source = f.read()
+            return f.read()
     except FileNotFoundError:
-        return Config(values, None, warnings)
+        if required:
+            raise ConfigError("PEGASUS_ENV names %s, which does not exist" % path)
+        return None
     except OSError as e:
         raise ConfigError("Cannot read %s: %s" % (path, e.strerror))
+
+
+def _overlay(values, warnings, path, source):
+    """Put the settings of one file over `values`."""
     found = _execute(path, source)
     for name, value in found.items():
         if name not in _BY_NAME:
@@ -139,10 +169,9 @@ def load(path=None, env=None, uid=None):
             continue
         _check_kind(path, _BY_NAME[name], value)
         values[name] = value
-    if values["PASSWORD"] and _readable_by_others(path):
+    if found.get("PASSWORD") and _readable_by_others(path):
         warnings.append("%s holds PASSWORD but other users can read it; "
                         "run: chmod 600 %s" % (path, path))
-    return Config(values, path, warnings)
 
 
 def _execute(path, source):

@@ -5,6 +5,16 @@ CLI returns, so server and client agree on what a failure means.
 """
 
 
+def shown(value, limit=200):
+    """A value as an error message shows it: bare, as Pegasus 5.x prints it, so
+    scripts matching 5.x texts match ours; control characters escaped and a very
+    long value cut, so a message cannot rewrite the terminal it is printed on."""
+    text = str(value)
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class EMError(Exception):
     """Base of every expected failure; `message` is safe to show to a user."""
 

@@ -8,7 +8,7 @@ import datetime
 import re
 from typing import NamedTuple, Optional
 
-from .errors import BadRequest
+from .errors import BadRequest, shown
 
 _NAME = re.compile(r"\A[a-zA-Z0-9_-]+\Z")
 _DURATION = re.compile(r"\A(\d+) *([smhd])\Z", re.IGNORECASE)
@@ -91,28 +91,40 @@ def timestamp(seconds):
     return round(seconds, 5)
 
 
+# What 5.x says when a name is missing, by what it names.
+_SPECIFY = {"ensemble": "Specify ensemble name",
+            "ensemble workflow": "Specify ensemble workflow 'name'",
+            "trigger": "trigger name must be a non-empty string"}
+
+
 def name(value, what="ensemble"):
-    """Names follow Pegasus: [a-zA-Z0-9_-]+, shorter than 100 characters."""
-    if value is None or value == "":
-        raise BadRequest("Specify %s name" % what)
+    """Names follow Pegasus: [a-zA-Z0-9_-]+, shorter than 100 characters.  5.x checks
+    workflow names with its ensemble-name validator, so they get its words too."""
+    if value is None:
+        raise BadRequest(_SPECIFY[what])
     value = str(value)
+    label = "Trigger" if what == "trigger" else "Ensemble"
     if len(value) >= 100:
-        raise BadRequest("%s name too long: %d characters (at most 99)"
-                         % (what.capitalize(), len(value)))
+        raise BadRequest("%s name too long: %d (at most 99 characters)" % (label, len(value)))
     if not _NAME.match(value):
-        raise BadRequest("Invalid %s name: %r (letters, digits, _ and - only)" % (what, value))
+        kind = "a workflow name: " if what == "ensemble workflow" else ""
+        raise BadRequest("Invalid %s name: %s (%sletters, digits, _ and - only)"
+                         % (label.lower(), shown(value), kind))
     return value
 
 
 def integer(value, field, minimum=None):
+    """An int as 5.x reads one (int() of the text), with 5.x's words when it is not."""
+    invalid = ("Invalid priority: %s" if field == "priority" else
+               "Invalid value for " + field + ": %s") % shown(value)
     try:
         number = int(str(value).strip())
     except (TypeError, ValueError):
-        raise BadRequest("Invalid value for %s: %r (an integer)" % (field, value))
+        raise BadRequest(invalid + " (an integer)")
     if abs(number) > MAX_INT:
-        raise BadRequest("Value for %s out of range: %s" % (field, value))
+        raise BadRequest(invalid + " (out of range)")
     if minimum is not None and number < minimum:
-        raise BadRequest("Value for %s must be >= %d: %s" % (field, minimum, value))
+        raise BadRequest("Value for %s must be >= %d: %d" % (field, minimum, number))
     return number
 
 
@@ -121,19 +133,16 @@ def throttle(value, field):
 
 
 def duration(value, field):
-    """Seconds from `<int> <s|m|h|d>` (Pegasus) or a bare number of seconds."""
-    text = str(value).strip()
-    if text.isdigit():
-        seconds = int(text)
+    """Seconds from `<int> <s|m|h|d>`, the only text 5.x accepts: `10` alone is refused
+    as 5.x refuses it.  An int passes as seconds (5.x stores intervals so)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
     else:
-        match = _DURATION.match(text)
-        if not match:
-            raise BadRequest("%s must be given as `<int> <s|m|h|d>` and be greater "
-                             "than 0 seconds: %r" % (field, value))
-        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-    if seconds <= 0 or seconds > MAX_INT:
-        raise BadRequest("%s must be given as `<int> <s|m|h|d>` and be greater "
-                         "than 0 seconds: %r" % (field, value))
+        match = _DURATION.match(str(value).strip())
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()] if match else 0
+    if not 0 < seconds <= MAX_INT:
+        raise BadRequest("%s must be given as `<int> <s|m|h|d>` and be greater than 0 "
+                         "seconds (given: %s)" % (field, shown(value)))
     return seconds
 
 
@@ -158,8 +167,8 @@ def run_after(value, now):
     try:
         when = datetime.datetime.fromisoformat(re.sub(r"[zZ]\Z", "+00:00", text_))
     except ValueError:
-        raise BadRequest("Invalid run_after: %r (a duration like 2h or 30m, an ISO-8601 "
-                         "time like 2030-01-31T18:00, or epoch seconds)" % value)
+        raise BadRequest("Invalid run_after: %s (a duration like 2h or 30m, an ISO-8601 "
+                         "time like 2030-01-31T18:00, or epoch seconds)" % shown(value))
     return timestamp(when.timestamp())
 
 

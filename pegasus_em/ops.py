@@ -9,7 +9,7 @@ import os
 import time
 
 from . import explain, importer, metrics, model, states, store
-from .errors import BadRequest, Conflict
+from .errors import BadRequest, shown
 from .model import Workflow
 from .states import EnsembleState, TriggerState, TriggerType, WorkflowState
 
@@ -57,8 +57,8 @@ class Ops:
 
     def create_ensemble(self, name, max_planning=1, max_running=1, max_failures=None):
         name = model.name(name)
+        max_running = model.throttle(max_running, "max_running")  # 5.x's order
         max_planning = model.throttle(max_planning, "max_planning")
-        max_running = model.throttle(max_running, "max_running")
         max_failures = _max_failures(max_failures)
         with self.db.write() as conn:
             return store.insert_ensemble(conn, name, EnsembleState.ACTIVE, max_planning,
@@ -66,24 +66,24 @@ class Ops:
 
     def update_ensemble(self, name, state=None, max_planning=None, max_running=None,
                         max_failures=None):
-        """Throttles and state together, all validated before anything changes."""
-        if state is not None:
-            state = states.parse(state, EnsembleState.ALL, "ensemble")
-        if max_planning is not None:
-            max_planning = model.throttle(max_planning, "max_planning")
-        if max_running is not None:
-            max_running = model.throttle(max_running, "max_running")
-        max_failures = _max_failures(max_failures)
+        """Throttles and state together, all validated (in 5.x's order, so the same
+        request gets the same first complaint) before anything changes."""
         now = self.now()
         with self.db.write() as conn:
             e = store.get_ensemble(conn, name)
+            if max_running is not None:
+                max_running = model.throttle(max_running, "max_running")
+            if max_planning is not None:
+                max_planning = model.throttle(max_planning, "max_planning")
+            if state is not None:
+                state = states.parse(state, EnsembleState.ALL, "ensemble")
+            max_failures = _max_failures(max_failures)
             if max_planning is not None or max_running is not None:
                 store.update_throttles(conn, e, max_planning or e.max_planning,
                                        max_running or e.max_running, now)
             if max_failures is not None:
                 store.set_max_failures(conn, e, max_failures, now)
             if state is not None and state != e.state:
-                states.check(states.ENSEMBLE_TRANSITIONS, "ensemble", e.name, e.state, state)
                 store.change_ensemble_state(conn, e, state, now, "requested by user")
             e = store.get_ensemble(conn, name)
         self.wake()
@@ -125,7 +125,7 @@ class Ops:
         name = model.name(name, "ensemble workflow")
         basedir = model.text(basedir, "basedir", limit=4096)
         if not os.path.isabs(basedir):
-            raise BadRequest("Specify 'basedir' as an absolute path: %r" % basedir)
+            raise BadRequest("basedir must be an absolute path: %s" % shown(basedir))
         plan_command = model.text(plan_command, "plan_command", limit=MAX_PLAN_COMMAND)
         priority = model.integer(priority if priority not in (None, "") else 0, "priority")
         now = self.now()
@@ -151,14 +151,15 @@ class Ops:
                         plan_command, None, None, now, now, None, state_since=now)
 
     def update_workflow(self, ensemble, workflow, state=None, priority=None):
-        """priority and/or a user request: replan (READY), rerun (QUEUED), abort (ABORTED)."""
-        if state is not None:
-            state = states.parse(state, WorkflowState.ALL, "ensemble workflow")
-        if priority is not None:
-            priority = model.integer(priority, "priority")
+        """priority and/or a user request: replan (READY), rerun (QUEUED), abort (ABORTED);
+        checked in 5.x's order, nothing changed unless all is well."""
         now = self.now()
         with self.db.write() as conn:
             w = store.get_workflow(conn, store.get_ensemble(conn, ensemble), workflow)
+            if priority is not None:
+                priority = model.integer(priority, "priority")
+            if state is not None:
+                state = states.parse(state, WorkflowState.ALL, "ensemble workflow")
             if priority is not None:
                 store.set_priority(conn, w, priority, now)
             if state is not None:
@@ -169,24 +170,14 @@ class Ops:
         return w
 
     def _request_state(self, conn, w, state, now):
-        label = "%s.%s" % (w.ensemble, w.name)
-        verb = states.USER_WORKFLOW_REQUESTS.get(state)
-        if verb is None:
-            raise Conflict("Cannot move workflow %s to %s: it is %s; only READY (replan), "
-                           "QUEUED (rerun) and ABORTED (abort) can be requested"
-                           % (label, state, w.state))
-        if verb == "abort" and w.state in (WorkflowState.PLANNING, WorkflowState.RUNNING):
+        verb = states.check_request(w.state, state, planned=bool(w.submitdir))
+        if w.state in (WorkflowState.PLANNING, WorkflowState.RUNNING):
             # The engine stops the planner or DAGMan, then records ABORTED.
             conn.execute("UPDATE workflows SET abort_requested = 1, updated = ? WHERE id = ?",
                          (now, w.id))
             store.add_event(conn, now, w.ensemble_id, w.state, w.state, "abort requested by user",
                             workflow_id=w.id)
             return
-        if verb == "rerun" and not w.submitdir:
-            raise Conflict("Cannot rerun workflow %s: it was never planned; use replan" % label)
-        states.check(states.WORKFLOW_TRANSITIONS, "workflow", label, w.state, state, verb)
-        if w.state in (WorkflowState.PLANNING, WorkflowState.RUNNING):
-            raise Conflict("Cannot %s workflow %s: it is %s" % (verb, label, w.state))
         store.change_workflow_state(conn, w, state, now, "%s requested by user" % verb,
                                     abort_requested=0)
 
@@ -231,8 +222,8 @@ class Ops:
                        timeout=None, file_patterns=(), basedir=None):
         name = _trigger_name(name)
         if type_ not in TriggerType.ALL:
-            raise BadRequest("Invalid trigger type: %r (one of %s)"
-                             % (type_, ", ".join(TriggerType.ALL)))
+            raise BadRequest("Invalid trigger type: %s (one of %s)"
+                             % (shown(type_), ", ".join(TriggerType.ALL)))
         if not script:
             raise BadRequest("workflow_script name must be a non-empty string")
         script = model.text(script, "workflow_script")
@@ -247,7 +238,7 @@ class Ops:
         timeout = model.duration(timeout, "timeout") if timeout not in (None, "") else None
         file_patterns = _patterns(type_, file_patterns)
         if basedir is not None and basedir != "" and not os.path.isabs(str(basedir)):
-            raise BadRequest("basedir must be an absolute path: %r" % basedir)
+            raise BadRequest("basedir must be an absolute path: %s" % shown(basedir))
         basedir = basedir or os.path.dirname(script)
         with self.db.write() as conn:
             e = store.get_ensemble(conn, ensemble)
@@ -403,5 +394,5 @@ def _patterns(type_, patterns):
     for p in patterns:
         if not os.path.isabs(p):
             raise BadRequest("each file pattern must be given as an absolute path "
-                             "(e.g. '/inputs/*.txt'): %r" % p)
+                             "(e.g. '/inputs/*.txt') (given: %s)" % shown(p))
     return tuple(patterns)

@@ -42,9 +42,14 @@ def build_parser():
     p.add_argument("--version", action="version", version="pegasus-service " + __version__)
     p.add_argument("--host", metavar="HOST",
                    help="address to listen on (default: SERVER_HOST, 127.0.0.1)")
-    p.add_argument("--port", type=int, metavar="N",
+    p.add_argument("-p", "--port", type=int, metavar="N",
                    help="port to listen on (default: SERVER_PORT, 5000; 0 picks a free one)")
     p.add_argument("-d", "--debug", action="store_true", help="log debugging output to stderr")
+    p.add_argument("-nd", "--no-debug", dest="debug", action="store_false",
+                   help="no debugging output (the default; accepted as Pegasus accepts it)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging, repeatable as in Pegasus (-vv: as --debug)")
+    p.set_defaults(debug=False)
     return p
 
 
@@ -52,7 +57,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         cfg = config.load()
-        setup_logging(args.debug or cfg["DEBUG"])
+        setup_logging(args.debug or args.verbose >= 2 or cfg["DEBUG"])
         loops.log_thread_deaths(log)
         for warning in cfg.warnings:
             log.warning("%s", warning)

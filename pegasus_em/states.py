@@ -4,7 +4,7 @@ Every state change in the project, by the API or by the engine, is checked here
 and stored as a compare-and-set on the old states this table allows.
 """
 
-from .errors import BadRequest, Conflict
+from .errors import BadRequest, Conflict, shown
 
 
 class EnsembleState:
@@ -74,11 +74,17 @@ WORKFLOW_TRANSITIONS = {
                 W.PLANNING, W.RUNNING),                      # engine: after kill/remove
 }
 
-# What a user may ask for through `state=` on a workflow, by verb.
+# What a user may ask for through `state=` on a workflow: the verb, and the states
+# it applies to (a PLANNING or RUNNING workflow is aborted by the engine, on request).
 USER_WORKFLOW_REQUESTS = {
     W.READY: "replan",
     W.QUEUED: "rerun",
     W.ABORTED: "abort",
+}
+USER_REQUEST_SOURCES = {
+    W.READY: (W.PLAN_FAILED, W.RUN_FAILED, W.FAILED, W.ABORTED),
+    W.QUEUED: (W.RUN_FAILED, W.FAILED, W.ABORTED),
+    W.ABORTED: (W.READY, W.QUEUED, W.PLANNING, W.RUNNING),
 }
 
 # Ensembles move freely between their three states.
@@ -98,7 +104,7 @@ def parse(value, allowed, what):
     state = str(value).strip().upper()
     if state not in allowed:
         raise BadRequest("Invalid %s state: %s (one of %s)"
-                         % (what, value, ", ".join(allowed)))
+                         % (what, shown(state), ", ".join(allowed)))
     return state
 
 
@@ -107,8 +113,25 @@ def sources(table, new):
     return table.get(new, ())
 
 
-def check(table, what, name, old, new, verb=None):
-    """Raise 409 naming the current state when old -> new is not allowed."""
-    if old not in sources(table, new):
-        action = verb or ("move to %s" % new)
-        raise Conflict("Cannot %s %s %s: it is %s" % (action, what, name, old))
+def check_request(old, new, planned=True):
+    """The verb for a user's request to move a workflow from `old` to `new`, or 409
+    with the words 5.x uses for the same refusal, then ours."""
+    verb = USER_WORKFLOW_REQUESTS.get(new)
+    if verb is None:
+        hint = "only READY (replan), QUEUED (rerun) and ABORTED (abort) may be requested"
+    elif old not in USER_REQUEST_SOURCES[new]:
+        hint = "%s applies to %s workflows" % (verb, ", ".join(USER_REQUEST_SOURCES[new]))
+    elif verb == "rerun" and not planned:
+        hint = "it was never planned: replan it"
+    else:
+        return verb
+    raise Conflict("%s (%s)" % (refusal(old, new), hint))
+
+
+def refusal(old, new):
+    """What 5.x says when a user's state change is refused (db/ensembles.py)."""
+    if old == W.PLAN_FAILED:
+        return "Can only replan workflows in PLAN_FAILED state"
+    if old in (W.RUN_FAILED, W.FAILED):
+        return "Can only replan or rerun workflows in %s state" % old
+    return "Invalid state change: %s -> %s" % (old, new)

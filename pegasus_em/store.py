@@ -7,7 +7,7 @@ import bisect
 import json
 import sqlite3
 
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, shown
 from .model import Ensemble, EngineRow, EnsembleLoad, LedgerFile, Trigger, Workflow
 from .states import (ENSEMBLE_TRANSITIONS, TRIGGER_TRANSITIONS, WORKFLOW_TRANSITIONS,
                      EnsembleState, FileState, WorkflowState, sources)
@@ -77,7 +77,7 @@ def insert_ensemble(conn, name, state, max_planning, max_running, now, max_failu
             " max_failures) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (name, state, max_planning, max_running, created or now, now, max_failures))
     except sqlite3.IntegrityError:
-        raise Conflict("Ensemble %s already exists" % name)
+        raise Conflict("Ensemble %s already exists" % shown(name))
     add_event(conn, now, cur.lastrowid, None, state, reason)
     return get_ensemble(conn, name)
 
@@ -90,7 +90,7 @@ def get_ensemble(conn, name):
     row = conn.execute("SELECT %s FROM ensembles WHERE name = ?" % _ENSEMBLE_COLS,
                        (name,)).fetchone()
     if row is None:
-        raise NotFound("No such ensemble: %s" % name)
+        raise NotFound("No such ensemble: %s" % shown(name))
     return Ensemble._make(row)
 
 
@@ -140,7 +140,8 @@ def insert_workflow(conn, ensemble, name, priority, basedir, plan_command, state
         cur = conn.execute("INSERT INTO workflows (%s) VALUES (%s)" % (
             ", ".join(columns), ", ".join("?" * len(columns))), list(columns.values()))
     except sqlite3.IntegrityError:
-        raise Conflict("Ensemble workflow %s already exists in %s" % (name, ensemble.name))
+        raise Conflict("Ensemble workflow %s already exists (in ensemble %s)"
+                       % (shown(name), ensemble.name))
     wf_id = cur.lastrowid
     if after:
         conn.executemany("INSERT OR IGNORE INTO dependencies (workflow_id, after_id) VALUES (?, ?)",
@@ -161,7 +162,8 @@ def get_workflow(conn, ensemble, name):
     row = conn.execute("SELECT %s FROM %s WHERE w.ensemble_id = ? AND w.name = ?"
                        % (_WORKFLOW_COLS, _WORKFLOW_FROM), (ensemble.id, name)).fetchone()
     if row is None:
-        raise NotFound("No such ensemble workflow: %s.%s" % (ensemble.name, name))
+        raise NotFound("No such ensemble workflow: %s (in ensemble %s)"
+                       % (shown(name), ensemble.name))
     return Workflow._make(row)
 
 
@@ -252,7 +254,7 @@ def insert_trigger(conn, ensemble, name, type_, state, script, args, interval, t
             (ensemble.id, name, type_, state, script, json.dumps(list(args)), interval, timeout,
              json.dumps(list(file_patterns)), basedir, now, now, now, deadline))
     except sqlite3.IntegrityError:
-        raise Conflict("Trigger %s already exists in %s" % (name, ensemble.name))
+        raise Conflict("Trigger %s already exists (in ensemble %s)" % (shown(name), ensemble.name))
     add_event(conn, now, ensemble.id, None, state, "created", trigger_id=cur.lastrowid)
     return get_trigger(conn, ensemble, name)
 
@@ -261,7 +263,8 @@ def get_trigger(conn, ensemble, name):
     row = conn.execute("SELECT %s FROM %s WHERE t.ensemble_id = ? AND t.name = ?"
                        % (_TRIGGER_COLS, _TRIGGER_FROM), (ensemble.id, name)).fetchone()
     if row is None:
-        raise NotFound("No such trigger: %s in ensemble %s" % (name, ensemble.name))
+        raise NotFound("No such trigger: %s assigned to ensemble id: %d (ensemble %s)"
+                       % (shown(name), ensemble.id, ensemble.name))
     return _trigger(row)
 
 

@@ -3,12 +3,14 @@
 import base64
 import http.client
 import json
+import re
 import socket
 import urllib.parse
 
 import pytest
 
-from conftest import unique
+from conftest import unique, wait_until
+from test_engine import example
 
 
 @pytest.fixture
@@ -166,11 +168,13 @@ def test_file_pattern_trigger_keeps_its_patterns(shared_daemon, ens):
 
 
 def test_older_client_trigger_route_with_type_field(shared_daemon, ens):
-    form = {"workflow_script": "/bin/echo", "workflow_args": "[]", "interval": "10", "type": "CRON"}
+    """That client sends seconds without a unit; the 5.1 routes refuse them (below)."""
+    form = {"workflow_script": "/bin/echo", "workflow_args": "[]", "interval": "10",
+            "timeout": "20", "type": "CRON"}
     st, _, _ = shared_daemon.request("POST", "/ensembles/%s/triggers/old" % ens, form)
     assert st == 201
-    assert shared_daemon.request("GET", "/ensembles/%s/triggers/old" % ens)[2]["args"][
-        "interval"] == 10
+    assert shared_daemon.request("GET", "/ensembles/%s/triggers/old" % ens)[2]["args"] == {
+        "interval": 10, "timeout": 20}
 
 
 def test_events_record_every_change(shared_daemon, ens):
@@ -187,14 +191,15 @@ def test_events_record_every_change(shared_daemon, ens):
 
 BAD_ENSEMBLE_CREATES = [
     ({}, 400, "Specify ensemble name"),
-    ({"name": ""}, 400, "Specify ensemble name"),
+    ({"name": ""}, 400, "Invalid ensemble name: "),
     ({"name": "a.b"}, 400, "Invalid ensemble name"),
     ({"name": "a b"}, 400, "Invalid ensemble name"),
-    ({"name": "x" * 100}, 400, "too long"),
+    ({"name": "x" * 100}, 400, "Ensemble name too long: 100"),
     ({"name": "ok", "max_planning": "zero"}, 400, "max_planning"),
     ({"name": "ok", "max_running": "0"}, 400, "max_running must be >= 1"),
     ({"name": "ok", "max_running": "-1"}, 400, "max_running"),
-    ({"name": "ok", "max_running": "99999999999"}, 400, "out of range"),
+    ({"name": "ok", "max_running": "99999999999"}, 400,
+     "Invalid value for max_running: 99999999999 (out of range)"),
 ]
 
 
@@ -232,7 +237,7 @@ BAD_SUBMITS = [
     ({"name": "w", "priority": "0", "plan_command": "x"}, 400, "Specify 'basedir'"),
     ({"name": "w", "priority": "0", "basedir": "/tmp"}, 400, "Specify 'plan_command'"),
     ({"name": "w", "priority": "high", "basedir": "/tmp", "plan_command": "x"}, 400, "priority"),
-    ({"name": "w.x", "basedir": "/tmp", "plan_command": "x"}, 400, "Invalid ensemble workflow name"),
+    ({"name": "w.x", "basedir": "/tmp", "plan_command": "x"}, 400, "Invalid ensemble name: w.x"),
     ({"name": "w", "basedir": "relative", "plan_command": "x"}, 400, "absolute"),
     ({"name": "w", "basedir": "/tmp", "plan_command": "a\x00b"}, 400, "NUL"),
 ]
@@ -252,10 +257,10 @@ def test_duplicate_workflow_is_409(shared_daemon, ens):
 
 
 @pytest.mark.parametrize("form,status,message", [
-    ({"state": "RUNNING"}, 409, "it is READY"),
-    ({"state": "SUCCESSFUL"}, 409, "it is READY"),
-    ({"state": "READY"}, 409, "it is READY"),
-    ({"state": "QUEUED"}, 409, "never planned"),
+    ({"state": "RUNNING"}, 409, "Invalid state change: READY -> RUNNING"),
+    ({"state": "SUCCESSFUL"}, 409, "Invalid state change: READY -> SUCCESSFUL"),
+    ({"state": "READY"}, 409, "Invalid state change: READY -> READY"),
+    ({"state": "QUEUED"}, 409, "Invalid state change: READY -> QUEUED"),
     ({"state": "NOPE"}, 400, "Invalid ensemble workflow state"),
     ({"priority": "1.5"}, 400, "priority"),
     ({"priority": "7", "state": "NOPE"}, 400, "Invalid"),
@@ -273,7 +278,16 @@ def test_aborted_workflow_cannot_be_aborted_again(shared_daemon, ens):
     shared_daemon.request("POST", "/ensembles/%s/workflows/w" % ens, {"state": "ABORTED"})
     st, _, body = shared_daemon.request("POST", "/ensembles/%s/workflows/w" % ens,
                                         {"state": "ABORTED"})
-    assert st == 409 and "it is ABORTED" in body["message"]
+    assert st == 409 and body["message"].startswith("Invalid state change: ABORTED -> ABORTED")
+
+
+def test_rerun_of_a_workflow_never_planned_says_so(shared_daemon, ens):
+    submit(shared_daemon, ens, "w")
+    shared_daemon.request("POST", "/ensembles/%s/workflows/w" % ens, {"state": "ABORTED"})
+    st, _, body = shared_daemon.request("POST", "/ensembles/%s/workflows/w" % ens,
+                                        {"state": "QUEUED"})
+    assert st == 409 and body["message"] == ("Invalid state change: ABORTED -> QUEUED "
+                                             "(it was never planned: replan it)")
 
 
 @pytest.mark.parametrize("method,path", [
@@ -313,7 +327,7 @@ BAD_TRIGGERS = [
     ({"timeout": "soon"}, "timeout must be given"),
     ({"timeout": "0s"}, "timeout must be given"),
     ({"basedir": "relative/dir"}, "basedir must be an absolute path"),
-    ({"trigger": "bad name"}, "Invalid trigger name"),
+    ({"trigger": "bad name"}, "Invalid trigger name: bad name"),
 ]
 
 
@@ -372,6 +386,18 @@ def test_missing_or_wrong_credentials_are_401(shared_daemon):
 def test_malformed_authorization(shared_daemon, header, status):
     st, _, body = shared_daemon.request("GET", "/ensembles", headers={"Authorization": header})
     assert st == status and body["message"]
+
+
+@pytest.mark.parametrize("header", [
+    b"Basic \xe9\xff", b"B\xe4sic dTpw", b"Basic " + base64.b64encode(b"\xff\xfe:pw"),
+    b"Basic " + base64.b64encode(b"u:\xff"), b"Basic " + base64.b64encode("\u00e9:pw".encode()),
+], ids=["raw", "scheme", "user", "password", "utf8-user"])
+def test_8bit_authorization_is_refused_not_a_500(shared_daemon, header):
+    """Raw bytes >= 0x80 in the header, or credentials that are not UTF-8: 400/401."""
+    reply = _raw(shared_daemon, b"GET /ensembles HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+                 header + b"\r\nConnection: close\r\n\r\n")
+    assert reply.split(b" ", 2)[1] in (b"400", b"401"), reply[:200]
+    assert b'{"message"' in reply
 
 
 def test_oversized_body_is_413(shared_daemon):
@@ -479,3 +505,202 @@ def test_listing_made_in_sql_equals_the_python_rendering(shared_daemon, ens):
 def test_empty_listing_is_an_empty_list(shared_daemon, ens):
     st, headers, body = shared_daemon.request("GET", "/ensembles/%s/workflows" % ens)
     assert (st, body) == (200, []) and headers["Content-Type"] == "application/json"
+
+
+# ---- every 5.x error text (pegasus-facts §7), word for word ---------------------
+
+FILE_PATTERN = dict(CRON, type="FILE_PATTERN", file_patterns='["/in/*.txt"]')
+FRESH = "fresh_never_created"
+
+# (the 5.x text, method, path, form, our status).  {P}: a PAUSED ensemble with a READY
+# workflow w, an ABORTED never-planned workflow ab and a trigger t1; {F}: an ensemble
+# whose workflows pf, rf, f and ok ended PLAN_FAILED, RUN_FAILED, FAILED, SUCCESSFUL.
+MESSAGES_5X = [
+    ("Specify ensemble name", "POST", "/ensembles", {}, 400),
+    ("Invalid ensemble name: ", "POST", "/ensembles", {"name": ""}, 400),
+    ("Ensemble name too long: 100", "POST", "/ensembles", {"name": "x" * 100}, 400),
+    ("Invalid ensemble name: bad.name", "POST", "/ensembles", {"name": "bad.name"}, 400),
+    ("Invalid value for max_running: zero", "POST", "/ensembles",
+     {"name": FRESH, "max_running": "zero"}, 400),
+    ("Value for max_running must be >= 1: 0", "POST", "/ensembles",
+     {"name": FRESH, "max_running": "0"}, 400),
+    ("Invalid value for max_planning: 1.5", "POST", "/ensembles",
+     {"name": FRESH, "max_planning": "1.5"}, 400),
+    ("Value for max_planning must be >= 1: -2", "POST", "/ensembles",
+     {"name": FRESH, "max_planning": "-2"}, 400),
+    ("Ensemble {P} already exists", "POST", "/ensembles", {"name": "{P}"}, 409),
+    ("No such ensemble: nope", "GET", "/ensembles/nope", None, 404),
+    ("No such ensemble: nope", "POST", "/ensembles/nope", {"state": "PAUSED"}, 404),
+    ("No such ensemble: nope", "GET", "/ensembles/nope/workflows", None, 404),
+    ("No such ensemble: nope", "POST", "/ensembles/nope/triggers/cron", CRON, 404),
+    ("Invalid ensemble state: BOGUS", "POST", "/ensembles/{P}", {"state": "bogus"}, 400),
+    ("Value for max_running must be >= 1: 0", "POST", "/ensembles/{P}",
+     {"max_running": "0", "state": "BOGUS"}, 400),
+    ("Invalid value for max_planning: x", "POST", "/ensembles/{P}", {"max_planning": "x"}, 400),
+    ("Specify ensemble workflow 'name'", "POST", "/ensembles/{P}/workflows",
+     {"basedir": "/tmp", "plan_command": "x"}, 400),
+    ("Specify 'basedir' where plan command should be executed", "POST",
+     "/ensembles/{P}/workflows", {"name": "n", "plan_command": "x"}, 400),
+    ("Specify 'plan_command' that should be executed to plan workflow", "POST",
+     "/ensembles/{P}/workflows", {"name": "n", "basedir": "/tmp"}, 400),
+    ("Invalid ensemble name: w.x", "POST", "/ensembles/{P}/workflows",
+     {"name": "w.x", "basedir": "/tmp", "plan_command": "x"}, 400),
+    ("Ensemble name too long: 120", "POST", "/ensembles/{P}/workflows",
+     {"name": "w" * 120, "basedir": "/tmp", "plan_command": "x"}, 400),
+    ("Invalid priority: abc", "POST", "/ensembles/{P}/workflows",
+     {"name": "n", "basedir": "/tmp", "plan_command": "x", "priority": "abc"}, 400),
+    ("Ensemble workflow w already exists", "POST", "/ensembles/{P}/workflows",
+     {"name": "w", "basedir": "/tmp", "plan_command": "x"}, 409),
+    ("No such ensemble workflow: nope", "GET", "/ensembles/{P}/workflows/nope", None, 404),
+    ("No such ensemble workflow: nope", "POST", "/ensembles/{P}/workflows/nope",
+     {"state": "READY"}, 404),
+    ("No such ensemble workflow: nope", "GET", "/ensembles/{P}/workflows/nope/analyze", None,
+     404),
+    ("Invalid priority: 1.5", "POST", "/ensembles/{P}/workflows/w", {"priority": "1.5"}, 400),
+    ("Invalid ensemble workflow state: NOPE", "POST", "/ensembles/{P}/workflows/w",
+     {"state": "nope"}, 400),
+    ("Invalid state change: READY -> QUEUED", "POST", "/ensembles/{P}/workflows/w",
+     {"state": "QUEUED"}, 409),
+    ("Invalid state change: READY -> READY", "POST", "/ensembles/{P}/workflows/w",
+     {"state": "READY"}, 409),
+    ("Invalid state change: READY -> RUNNING", "POST", "/ensembles/{P}/workflows/w",
+     {"state": "RUNNING"}, 409),
+    ("Invalid state change: ABORTED -> QUEUED", "POST", "/ensembles/{P}/workflows/ab",
+     {"state": "QUEUED"}, 409),
+    ("Invalid state change: ABORTED -> ABORTED", "POST", "/ensembles/{P}/workflows/ab",
+     {"state": "ABORTED"}, 409),
+    ("Invalid state change: SUCCESSFUL -> QUEUED", "POST", "/ensembles/{F}/workflows/ok",
+     {"state": "QUEUED"}, 409),
+    ("Invalid state change: SUCCESSFUL -> READY", "POST", "/ensembles/{F}/workflows/ok",
+     {"state": "READY"}, 409),
+    ("Can only replan workflows in PLAN_FAILED state", "POST", "/ensembles/{F}/workflows/pf",
+     {"state": "QUEUED"}, 409),
+    ("Can only replan or rerun workflows in RUN_FAILED state", "POST",
+     "/ensembles/{F}/workflows/rf", {"state": "SUCCESSFUL"}, 409),
+    ("Can only replan or rerun workflows in FAILED state", "POST", "/ensembles/{F}/workflows/f",
+     {"state": "RUNNING"}, 409),
+    ("trigger name must be a non-empty string", "POST", "/ensembles/{P}/triggers/cron",
+     dict(CRON, trigger=""), 400),
+    ("workflow_script name must be a non-empty string", "POST", "/ensembles/{P}/triggers/cron",
+     dict(CRON, workflow_script=""), 400),
+    ("workflow_script must be given as an absolute path", "POST", "/ensembles/{P}/triggers/cron",
+     dict(CRON, workflow_script="wf.py"), 400),
+    ("workflow_args must be given as a list serialized to json", "POST",
+     "/ensembles/{P}/triggers/cron", dict(CRON, workflow_args="badjson"), 400),
+    ("workflow_args must be given as a list serialized to json", "POST",
+     "/ensembles/{P}/triggers/cron", dict(CRON, workflow_args='{"a": 1}'), 400),
+    ("interval must be given as `<int> <s|m|h|d>` and be greater than 0 seconds", "POST",
+     "/ensembles/{P}/triggers/cron", dict(CRON, interval="10"), 400),
+    ("interval must be given as `<int> <s|m|h|d>` and be greater than 0 seconds", "POST",
+     "/ensembles/{P}/triggers/file_pattern", dict(FILE_PATTERN, interval="0s"), 400),
+    ("timeout must be given as `<int> <s|m|h|d>` and be greater than 0 seconds", "POST",
+     "/ensembles/{P}/triggers/cron", dict(CRON, timeout="20"), 400),
+    ("file_patterns must be given as a list serialized to json", "POST",
+     "/ensembles/{P}/triggers/file_pattern", dict(FILE_PATTERN, file_patterns="abc123"), 400),
+    ("file_patterns must contain at least one file pattern", "POST",
+     "/ensembles/{P}/triggers/file_pattern", dict(FILE_PATTERN, file_patterns="[]"), 400),
+    # 5.x's own text goes on "(e.g. '/inputs/*.txt" (sic): ours starts with that too.
+    ("each file pattern must be given as an absolute path", "POST",
+     "/ensembles/{P}/triggers/file_pattern", dict(FILE_PATTERN, file_patterns='["x.txt"]'),
+     400),
+    ("No such trigger: nope assigned to ensemble id: {P_id}", "GET",
+     "/ensembles/{P}/triggers/nope", None, 404),
+    ("No such trigger: nope assigned to ensemble id: {P_id}", "DELETE",
+     "/ensembles/{P}/triggers/nope", None, 404),
+    ("ensemble: {P}, trigger: t1 marked for deletion", "DELETE", "/ensembles/{P}/triggers/t1",
+     None, 202),
+]
+
+
+def _ended(d, ensemble, knobs):
+    """Submit one workflow per name with simulator knobs; wait until each has ended."""
+    base = example(d)
+    for name, knob in knobs.items():
+        command = '"%s/plan.sh" "-D%s"' % (base, knob)
+        assert submit(d, ensemble, name, basedir=base, command=command)[0] == 201
+    for name in knobs:
+        wait_until(lambda: d.request("GET", "/ensembles/%s/workflows/%s" % (ensemble, name))[2][
+            "state"] not in ("READY", "PLANNING", "QUEUED", "RUNNING"), timeout=60,
+            interval=0.05, message="%s to end" % name)
+    return {n: d.request("GET", "/ensembles/%s/workflows/%s" % (ensemble, n))[2]["state"]
+            for n in knobs}
+
+
+@pytest.fixture(scope="module")
+def world(shared_daemon):
+    d = shared_daemon
+    paused, ended = unique("p"), unique("f")
+    assert d.request("POST", "/ensembles", {"name": paused})[0] == 201
+    d.request("POST", "/ensembles/" + paused, {"state": "PAUSED"})
+    submit(d, paused, "w")
+    submit(d, paused, "ab")
+    d.request("POST", "/ensembles/%s/workflows/ab" % paused, {"state": "ABORTED"})
+    assert d.request("POST", "/ensembles/%s/triggers/cron" % paused, CRON)[0] == 201
+    assert d.request("POST", "/ensembles", {"name": ended, "max_planning": "4",
+                                            "max_running": "4"})[0] == 201
+    states = _ended(d, ended, {"pf": "pegasus.sim.plan.fail=true",
+                               "rf": "pegasus.sim.pegasus.run.exit=4",
+                               "f": "pegasus.sim.run.fail.attempts=1",
+                               "ok": "pegasus.sim.run.seconds=0"})
+    assert states == {"pf": "PLAN_FAILED", "rf": "RUN_FAILED", "f": "FAILED", "ok": "SUCCESSFUL"}
+    return {"P": paused, "F": ended, "P_id": d.request("GET", "/ensembles/" + paused)[2]["id"]}
+
+
+def _fill(value, names):
+    """{P}, {F} and {P_id} replaced by the world's names (JSON braces left alone)."""
+    if isinstance(value, dict):
+        return {k: _fill(v, names) for k, v in value.items()}
+    if isinstance(value, str):
+        return re.sub(r"\{(P|F|P_id)\}", lambda m: str(names[m.group(1)]), value)
+    return value
+
+
+@pytest.mark.parametrize("text,method,path,form,status", MESSAGES_5X,
+                         ids=["%d %s" % (i, m[0][:40]) for i, m in enumerate(MESSAGES_5X)])
+def test_every_5x_message_starts_ours_word_for_word(shared_daemon, world, text, method, path,
+                                                     form, status):
+    """The request the 5.x client sends gets 5.x's text, then at most a hint in
+    parentheses: gateway scripts grep these texts."""
+    text = _fill(text, world)
+    st, _, body = shared_daemon.request(method, _fill(path, world), _fill(form, world))
+    assert st == status, body
+    message = body["message"]
+    assert message.startswith(text), (text, message)
+    assert re.fullmatch(r"( \(.+\))?", message[len(text):], re.S), message
+
+
+def test_the_table_holds_every_5x_text():
+    """Every text of pegasus-facts §7 has a row (a value stands where §7 has <...>)."""
+    texts = {row[0] for row in MESSAGES_5X}
+    for prefix in ("Specify ensemble name", "Ensemble name too long: ", "Invalid ensemble name: ",
+                   "Invalid priority: ", "Invalid ensemble state: ",
+                   "Value for max_running must be >= 1: ", "Invalid value for max_running: ",
+                   "Value for max_planning must be >= 1: ", "Invalid value for max_planning: ",
+                   "Invalid ensemble workflow state: ", "Invalid state change: ",
+                   "Can only replan workflows in PLAN_FAILED state",
+                   "Can only replan or rerun workflows in RUN_FAILED state",
+                   "Can only replan or rerun workflows in FAILED state", "No such ensemble: ",
+                   "Ensemble {P} already exists", "No such ensemble workflow: ",
+                   "Ensemble workflow w already exists", "Specify ensemble workflow 'name'",
+                   "Specify 'basedir' where plan command should be executed",
+                   "Specify 'plan_command' that should be executed to plan workflow",
+                   "trigger name must be a non-empty string",
+                   "workflow_script name must be a non-empty string",
+                   "workflow_script must be given as an absolute path",
+                   "workflow_args must be given as a list serialized to json",
+                   "file_patterns must be given as a list serialized to json",
+                   "file_patterns must contain at least one file pattern",
+                   "interval must be given as `<int> <s|m|h|d>` and be greater than 0 seconds",
+                   "timeout must be given as `<int> <s|m|h|d>` and be greater than 0 seconds",
+                   "No such trigger: nope assigned to ensemble id: ",
+                   "ensemble: {P}, trigger: t1 marked for deletion"):
+        assert any(t.startswith(prefix) for t in texts), prefix
+
+
+@pytest.mark.parametrize("value,shown", [("a\x1b[2Jb", "a\\x1b[2Jb"), ("x" * 300, "x" * 200 + "...")],
+                         ids=["control", "long"])
+def test_values_are_shown_bare_but_never_raw_control_characters(shared_daemon, value, shown):
+    st, _, body = shared_daemon.request("POST", "/ensembles", {"name": value})
+    assert st == 400
+    assert body["message"].split(" (")[0] in ("Invalid ensemble name: " + shown,
+                                              "Ensemble name too long: %d" % len(value))

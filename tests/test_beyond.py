@@ -291,7 +291,7 @@ def test_dependencies_are_checked_at_submit(stack):
                            ("zz.a", "Unknown dependency: zz.a"),
                            ("w", "d.w cannot run after itself (a cycle)"),
                            ("a,d.w", "d.w cannot run after itself (a cycle)"),
-                           ("bad name", "Invalid ensemble workflow name")):
+                           ("bad name", "Invalid ensemble name: bad name")):
         status, _, body = stack.submit("d", "w", after=after)
         assert status == 400 and message in body["message"], (after, body)
     assert stack.request("GET", "/ensembles/d/workflows/w")[0] == 404  # nothing was added

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -57,7 +58,8 @@ def test_full_session(em):
     assert ok(d.cli("analyze", "myruns.run1")).startswith("Workflow state is READY\n")
 
     rerun = d.cli("rerun", "myruns.run1")
-    assert rerun.returncode == 1 and rerun.stdout.startswith("ERROR: Cannot rerun")
+    assert rerun.returncode == 1 and \
+        rerun.stdout.startswith("ERROR: Invalid state change: READY -> QUEUED")
 
     data = json.loads(ok(d.cli("status", "--json", "myruns.run1")))
     assert data["name"] == "run1" and data["priority"] == 9
@@ -93,11 +95,27 @@ def test_triggers_from_the_command_line(em):
     (["create", "dup"], "ERROR: Ensemble dup already exists"),
     (["status", "nope.w"], "ERROR: No such ensemble: nope"),
     (["pause", "nope"], "ERROR: No such ensemble: nope"),
+    (["create", "bad.name"], "ERROR: Invalid ensemble name: bad.name"),
+    (["create", "-R", "0", "zero"], "ERROR: Value for max_running must be >= 1: 0"),
+    (["submit", "-p", "abc", "dup.w", "/bin/true"], "ERROR: Invalid priority: abc"),
+    (["status", "dup.nope"], "ERROR: No such ensemble workflow: nope"),
+    (["rerun", "dup.nope"], "ERROR: No such ensemble workflow: nope"),
+    (["cron-trigger", "dup", "t", "10", "/bin/true"],
+     "ERROR: interval must be given as `<int> <s|m|h|d>` and be greater than 0 seconds"),
+    (["cron-trigger", "dup", "t", "5s", "/bin/true", "-t", "7"],
+     "ERROR: timeout must be given as `<int> <s|m|h|d>` and be greater than 0 seconds"),
+    (["file-pattern-trigger", "dup", "t", "5s", "/bin/true", "rel/*"],
+     "ERROR: each file pattern must be given as an absolute path"),
+    (["stop-trigger", "dup", "nope"], "ERROR: No such trigger: nope assigned to ensemble id: "),
 ])
 def test_server_errors_print_error_and_exit_1(em, argv, message):
+    """As the 5.x client prints them: ERROR: and the 5.x text on stdout (a hint in
+    parentheses may follow), exit status 1."""
     em.cli("create", "dup")
     proc = em.cli(*argv)
-    assert proc.returncode == 1 and proc.stdout.strip() == message
+    line = proc.stdout.rstrip("\n")
+    assert proc.returncode == 1 and line.startswith(message), proc
+    assert re.fullmatch(r"\d* ?(\(.+\))?", line[len(message):]), line
 
 
 def test_usage_errors_exit_2_without_a_request(em):

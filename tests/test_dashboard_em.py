@@ -234,11 +234,12 @@ def test_actions_go_through_the_daemon_and_say_what_happened(world):
     assert [w["name"] for w in data["workflows"] if w["state"] == "QUEUED"][:2] == ["later", "waiting"]
     status, result = world.json(world.base + "/ensembles/e1/workflows/stuck", method="POST",
                                 form={"action": "replan", "csrf": token})
-    assert status == 409 and not result["ok"] and "Cannot replan" in result["message"]
+    assert status == 409 and not result["ok"] and \
+        result["message"].startswith("Invalid state change: RUNNING -> READY")
     status, headers, _ = world.request(world.base + "/ensembles/e1/workflows/stuck", "POST",
                                        {"action": "rerun", "csrf": token})
     _, _, page = world.request(headers["Location"].replace(world.url, ""))
-    assert "Cannot rerun" in page and 'class="notice error"' in page
+    assert "Invalid state change: RUNNING -&gt; QUEUED" in page and 'class="notice error"' in page
     status, result = world.json(world.base + "/ensembles/e1/workflows/waiting", method="POST",
                                 form={"action": "abort", "csrf": token})
     assert result["ok"] and world.api("GET", "/ensembles/e1/workflows/waiting")["state"] == "ABORTED"

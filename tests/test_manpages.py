@@ -89,3 +89,10 @@ def test_pegasus_service_manpage_names_every_option():
     for action in pservice.build_parser()._actions:
         for option in action.option_strings:
             assert option in text, option
+
+
+@pytest.mark.parametrize("name", [s.name for s in config.SETTINGS if s.env])
+def test_settings_read_from_the_environment_are_listed_there(name):
+    with open(os.path.join(REPO, "man", "pegasus-service.1"), encoding="utf-8") as f:
+        environment = f.read().split(".SH ENVIRONMENT", 1)[1].split(".SH ", 1)[0]
+    assert re.search(r"^\.B %s$" % name, environment, re.M), name
