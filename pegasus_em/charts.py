@@ -89,9 +89,9 @@ def columns(buckets, series, title, bucket_seconds, width=720, height=220):
     plot_w, plot_h = width - left - PAD, height - bottom - PAD
     bw = min(plot_w / max(n, 1), 48.0)
     base = PAD + plot_h
-    tick = '<text class="tick" x="%d" y="%d" text-anchor="end">%d</text>'
+    tick = '<text class="tick" x="%d" y="%d" text-anchor="end">%s</text>'
     axis = '<line class="axis" x1="%d" y1="%d" x2="%d" y2="%d"/>' % (left, base, width - PAD, base)
-    out = [axis, tick % (left - 4, PAD + 10, top), tick % (left - 4, base, 0)]
+    out = [axis, tick % (left - 4, PAD + 10, escape("%.3g" % top)), tick % (left - 4, base, 0)]
     for start, values in buckets:
         i = int(round((start - t0) / bucket_seconds))
         x = left + i * bw
@@ -105,7 +105,7 @@ def columns(buckets, series, title, bucket_seconds, width=720, height=220):
                        '<title>%s: %s %s</title></rect>'
                        % (escape(cls), _f(x + 1), _f(y), _f(max(bw - 2, 1)), _f(h),
                           escape(_clock(start)), escape(v), escape(name)))
-    for i in sorted({0, n // 2, n - 1}):
+    for i in _ticks(n, bw):
         out.append('<text class="tick" x="%s" y="%d" text-anchor="middle">%s</text>'
                    % (_f(left + (i + 0.5) * bw), height - 10,
                       escape(_clock(t0 + i * bucket_seconds))))
@@ -146,6 +146,15 @@ def gantt(rows, title, width=720):
     out.append('<text class="tick" x="%d" y="%d" text-anchor="end">+%s</text>'
                % (width - PAD, height - 4, escape("%.1f s" % (t1 - t0))))
     return _svg(width, height, title, Markup("".join(out)), "chart gantt")
+
+
+def _ticks(n, bar_width, room=110.0):
+    """Which bars get a time label: first, middle and last, as far as they do not overlap."""
+    shown = []
+    for i in sorted({0, n // 2, n - 1}):
+        if not shown or (i - shown[-1]) * bar_width >= room:
+            shown.append(i)
+    return shown
 
 
 def _clip(text, n):

@@ -42,7 +42,8 @@ class Table:
                 break
             col = _int(req, "order[%d][column]" % i, 0)
             if not 0 <= col < len(columns):
-                raise BadRequest("Invalid column (%d) to sort on: 0 to %d" % (col, len(columns) - 1))
+                raise BadRequest("Invalid column (%d) to sort on: 0 to %d"
+                                 % (col, len(columns) - 1))
             self.order.append((columns[col], req.args.get("order[%d][dir]" % i) == "asc"))
 
     def reply(self, rows, total, default_key, default_reverse=True):
@@ -261,11 +262,10 @@ def _workflow_stats(summary):
 
 def _job_stats(rows):
     """5.x's statistics/job rows: lists in its column order, '0' and '-' for unknowns."""
-    tries, out = {}, []
+    out = []
     zero = lambda v: "0" if v is None else v  # noqa: E731
     for r in rows:
-        tries[r["exec_job_id"]] = tries.get(r["exec_job_id"], 0) + 1
-        out.append([r["exec_job_id"], tries[r["exec_job_id"]], r["site"], zero(r["kickstart"]),
+        out.append([r["exec_job_id"], r["try"], r["site"], zero(r["kickstart"]),
                     zero(r["multiplier_factor"]), zero(r["kickstart_multi"]),
                     zero(r["remote_cpu_time"]), zero(r["post"]), zero(r["condor_q_time"]),
                     zero(r["resource_delay"]), zero(_f(r["local_duration"])),

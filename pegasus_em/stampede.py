@@ -722,7 +722,9 @@ def _grouped(db, table, columns, lfn_ids):
 _INSTANCES = (
     "SELECT j.job_id, j.exec_job_id, j.type_desc, j.clustered, ji.job_instance_id,"
     " ji.job_submit_seq, ji.exitcode, ji.site, h.hostname, ji.local_duration,"
-    " ji.cluster_duration, ji.multiplier_factor FROM job_instance AS ji"
+    " ji.cluster_duration, ji.multiplier_factor, (SELECT count(*) FROM job_instance AS x"
+    " WHERE x.job_id = ji.job_id AND x.job_submit_seq <= ji.job_submit_seq) AS try"
+    " FROM job_instance AS ji"
     " JOIN job AS j ON j.job_id = ji.job_id LEFT JOIN host AS h ON h.host_id = ji.host_id"
     " WHERE j.wf_id = ? ORDER BY ji.job_submit_seq, ji.job_instance_id LIMIT ? OFFSET ?")
 

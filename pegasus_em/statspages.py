@@ -95,8 +95,10 @@ class StatsPages:
         body.append(section("Transformations", table(_BREAKDOWN_COLUMNS, data["breakdown"],
                                                      empty="No invocations yet.")))
         body.append(self._integrity(data))
-        body.append(section("Jobs", table(self._stat_columns(req, ctx), jobs,
-                                          empty="No job has run.") +
+        stats = table(self._stat_columns(req, ctx), jobs, cls="grid stats",
+                      empty="No job has run.")
+        body.append(section("Jobs (times in seconds)", Markup('<div class="scroll">%s</div>'
+                                                              % stats) +
                             pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))))
         return self.view("Statistics", data, pages.join(body),
                          crumbs=self.crumbs(req, ctx, ("Statistics", None, True)))
@@ -128,14 +130,14 @@ class StatsPages:
                                      r["job_instance_id"])
         return [Column("Job", lambda r: link(href(r), r["exec_job_id"]),
                        key=lambda r: r["exec_job_id"]),
-                Column("Try", lambda r: r["job_submit_seq"], numeric=True),
+                Column("Try", lambda r: r["try"], numeric=True),
                 Column("Site", lambda r: r["site"] or "-"),
                 Column("Host", lambda r: r["hostname"] or "-"),
-                _secs("Condor queue (s)", "condor_q_time"),
-                _secs("Resource delay (s)", "resource_delay"), _secs("Runtime (s)", "runtime"),
-                _secs("Kickstart (s)", "kickstart"), _secs("CPU time (s)", "remote_cpu_time"),
-                _secs("Post (s)", "post"), _secs("Seqexec (s)", "seqexec"),
-                _secs("Seqexec delay (s)", "seqexec_delay"),
+                _secs("Condor queue", "condor_q_time"),
+                _secs("Resource delay", "resource_delay"), _secs("Runtime", "runtime"),
+                _secs("Kickstart", "kickstart"), _secs("CPU time", "remote_cpu_time"),
+                _secs("Post", "post"), _secs("Seqexec", "seqexec"),
+                _secs("Seqexec delay", "seqexec_delay"),
                 Column("Exit code", lambda r: "-" if r["exitcode"] is None else r["exitcode"],
                        numeric=True)]
 
@@ -179,7 +181,7 @@ class StatsPages:
                  for r in breakdown], [("succeeded", "ok"), ("failed", "fail")],
                 "Invocations per transformation, by count")
         return charts.stacked_bars(
-            [(r["transformation"], [round(float(r["total"] or 0), 1)]) for r in breakdown],
+            [(r["transformation"], [round(float(r["total"] or 0), 3)]) for r in breakdown],
             [("total runtime (s)", "run")], "Invocations per transformation, by time (s)")
 
     @staticmethod
@@ -195,7 +197,7 @@ class StatsPages:
                ("invocations", "runtime"): "invocation_runtime"}[(by, measure)]
         what = "%s %s" % ("Jobs" if by == "jobs" else "Invocations",
                           "started" if measure == "count" else "runtime (s)")
-        return charts.columns([(b["start"], [round(b[key], 1)]) for b in data["time_chart"]],
+        return charts.columns([(b["start"], [round(b[key], 3)]) for b in data["time_chart"]],
                               [(what.lower(), "ok" if by == "jobs" else "run")], what,
                               width or 60)
 
