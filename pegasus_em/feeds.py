@@ -13,7 +13,7 @@ leaves HTML in a value (a job name wrapped in a link) we give the plain text.
 
 import time
 
-from . import __version__, pages, stampede
+from . import __version__, browse, pages, stampede
 from .errors import BadRequest
 
 # 5.x's workflow-list states and time filters (queries.py)
@@ -215,7 +215,7 @@ class PegasusFeeds:
     def browser(self, req, m, w):
         """5.x's file browser page -> ours, opening `init_file` when given."""
         query = {k: v for k, v in req.args.items() if k != "init_file"}
-        names = [n for n in (req.args.get("init_file") or "").split("/") if n]
+        names = browse.split(req.args.get("init_file") or "")  # no ../ even in a redirect
         base = req.url("r", m, "w", w, "files", *names)
         return self.redirect(req, base + ("" if names else "/"), **query)
 

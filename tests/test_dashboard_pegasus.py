@@ -319,6 +319,9 @@ def test_file_browser_urls_of_5x(world, app):
     assert status == 302 and headers["Location"] == url + "/files/"
     status, headers, _ = app.request(url + "/browser?init_file=00/x.sub&keep=1")
     assert status == 302 and headers["Location"] == url + "/files/00/x.sub?keep=1"
+    for bad in ("../../../../api/v1/user/alice/root", "00/../..", "./x"):
+        status, headers, _ = app.request(url + "/browser?" + urllib.parse.urlencode({"init_file": bad}))
+        assert status == 400 and "Location" not in headers, bad
 
 
 def test_info_page(world, app):

@@ -68,7 +68,7 @@ LAYERS = {
     "ensview": {"db", "store", "errors", "masterdb", "model", "states", "owned"},
     "wfpages": {"browse", "charts", "pages", "stampede", "errors", "masterdb"},
     "statspages": {"charts", "pages", "errors"},
-    "feeds": {"pages", "stampede", "errors", "__init__"},
+    "feeds": {"browse", "pages", "stampede", "errors", "__init__"},
     "empages": {"pages", "ensview", "errors", "masterdb", "states"},
     "dashboard": {"assets", "web", "config", "ensview", "pages", "stampede", "emproxy",
                   "empages", "errors",
