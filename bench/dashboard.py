@@ -168,7 +168,11 @@ def main(argv=None):
                  ("/", "q=workflow-1&window=year", False), ("/r/1", "", False), ("/r/1", "", True),
                  ("/r/1", "tab=successful&offset=15000", False), ("/r/1", "tab=failed", False),
                  ("/r/1/w/1/statistics", "", False), ("/r/1/w/1/charts", "", False),
-                 ("/r/1/w/1/j/20000", "", False)]
+                 ("/r/1/w/1/j/20000", "", False),
+                 # Pegasus 5.x's feeds (the first pages of its DataTables)
+                 ("/", "draw=1&start=0&length=25", True),
+                 ("/r/1/w/1/j/successful/", "draw=1&start=0&length=25", True),
+                 ("/r/1/w/1/j/failed/", "draw=1&start=0&length=25", True)]
         results = [measure(dash, path, q, j, args.runs) for path, q, j in pages]
         out = {"benchmark": "dashboard", "target_ms": TARGET_MS, "workflows": args.workflows,
                "jobs": args.jobs, "job_instances": instances, "jobstates": jobstates,

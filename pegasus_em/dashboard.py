@@ -39,6 +39,8 @@ import urllib.parse
 from . import assets, config, ensview, pages, stampede, web
 from .emproxy import EMProxy
 from .empages import EnsemblePages
+from .feeds import STAT_FEEDS, PegasusFeeds
+from .statspages import StatsPages
 from .errors import BadRequest, ConfigError, EMError, Forbidden, MethodNotAllowed, NotFound
 from .masterdb import Connections
 from .pages import Markup, link
@@ -65,7 +67,7 @@ class Request:
     """One request to the dashboard, below /u/<user>."""
 
     __slots__ = ("method", "path", "args", "headers", "body", "user", "remote_user", "prefix",
-                 "origin", "base", "json", "home", "may_act", "_form")
+                 "origin", "base", "json", "xhr", "home", "may_act", "_form")
 
     def __init__(self, method, path, query, headers, body, user, remote_user, prefix, origin,
                  may_act=True):
@@ -88,6 +90,7 @@ class Request:
         else:
             accept = headers.get("accept", "")
             self.json = "application/json" in accept and "text/html" not in accept
+        self.xhr = headers.get("x-requested-with", "").lower() == "xmlhttprequest"
         self.path = path or "/"
         self.home = None
         self._form = None
@@ -133,7 +136,7 @@ class Request:
         return n
 
 
-_FILES = re.compile(r"/r/[^/]+/w/[^/]+/files/")
+_FILES = re.compile(r"/r/[^/]+/w/[^/]+/files?/")
 
 
 def _q(part):
@@ -162,7 +165,7 @@ class Response:
         self.status, self.headers, self.body = status, headers, body
 
 
-class Dashboard(WorkflowPages, EnsemblePages):
+class Dashboard(WorkflowPages, StatsPages, PegasusFeeds, EnsemblePages):
     """`home_of(user) -> home directory`; `em`: an EMProxy (actions, analyze);
     `file_owner(user) -> uid or None`: files the browser may serve must be that uid's
     (default: the user's own uid when this process is root, else no check)."""
@@ -267,17 +270,28 @@ class Dashboard(WorkflowPages, EnsemblePages):
         wf = r"/r/%s/w/%s" % (_ID, _ID)
         job = wf + r"/j/(\d+)"
         get = lambda h: {"GET": h, "HEAD": h}  # noqa: E731
+        ji = job + r"/ji/(\d+)"
         table = [
             (r"/", get(self.workflow_list)),
+            (r"/info", get(self.info)),
             (r"/r/%s" % _ID, get(self.root_details)),
+            (r"/r/%s/w" % _ID, get(self.root_w)),
             (wf, get(self.workflow_details)),
+            (wf + r"/sw", get(self.sub_workflow_feed)),
+            (wf + r"/j/(failed|failing|running|successful)", get(self.job_feed)),
             (wf + r"/statistics", get(self.statistics)),
+            (wf + r"/statistics/(%s)" % "|".join(STAT_FEEDS), get(self.statistics_feed)),
             (wf + r"/charts", get(self.charts)),
+            (wf + r"/charts/(time_chart|gantt_chart)", get(self.chart_feed)),
             (wf + r"/files(/.*)?", get(self.files)),
+            (wf + r"/file(/.+)", get(self.file_view)),
+            (wf + r"/browser", get(self.browser)),
             (job, get(self.job_details)),
-            (job + r"/ji/(\d+)", get(self.instance_details)),
-            (job + r"/ji/(\d+)/(stdout|stderr)", get(self.job_output)),
-            (job + r"/ji/(\d+)/i/(\d+)", get(self.invocation_details)),
+            (ji, get(self.instance_details)),
+            (ji + r"/(stdout|stderr)", get(self.job_output)),
+            (ji + r"/i", get(self.first_invocation)),
+            (ji + r"/i/(successful|failed)", get(self.invocation_feed)),
+            (ji + r"/i/(\d+)", get(self.invocation_details)),
             (r"/ensembles", get(self.ensemble_list)),
             (r"/ensembles/%s" % _NAME, dict(get(self.ensemble_page), POST=self.ensemble_action)),
             (r"/ensembles/%s/workflows/%s" % (_NAME, _NAME),
@@ -304,6 +318,19 @@ class Dashboard(WorkflowPages, EnsemblePages):
             headers.append(("Content-Disposition", "attachment; filename*=UTF-8''%s"
                             % urllib.parse.quote(filename, safe="")))
         return Response(200, headers, data)
+
+    @staticmethod
+    def feed(data):
+        """JSON whatever was asked for: Pegasus 5.x's feeds are JSON to every client."""
+        body = json.dumps(data, ensure_ascii=False, default=_json_default).encode("utf-8")
+        return Response(200, [("Content-Type", JSON), ("Cache-Control", "no-store")], body)
+
+    @staticmethod
+    def redirect(req, target, **query):
+        """302 to one of our pages (`target` made by req.url: root-relative)."""
+        return Response(302, [("Location", pages.query(target, **query) if query else target),
+                              ("Content-Type", "text/plain; charset=utf-8"),
+                              ("Cache-Control", "no-store")], b"")
 
     def render(self, req, view):
         if req.json:

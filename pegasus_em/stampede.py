@@ -14,8 +14,11 @@ missing table or key column raises `SchemaProblem` naming it.
 
 import collections
 import os
+import re
+import sqlite3
 import threading
 import time
+import urllib.parse
 
 from . import dagstate
 from .errors import EMError, NotFound
@@ -32,12 +35,48 @@ WATCH_CACHE = 512  # running workflows whose dagman.out is followed
 CACHE_ENTRIES = 16  # query results kept per thread
 _HAY = ("dax_label", "submit_dir", "submit_hostname", "wf_uuid")  # what the text filter reads
 ROOT_FIELDS = ("wf_id", "wf_uuid", "dax_label", "submit_hostname", "submit_dir", "timestamp",
-               "dag_file_name", "user", "db_url", "planner_version")
+               "dag_file_name", "user", "db_url", "planner_version", "archived")
+# Pegasus release of each schema version the dashboard may meet (pegasus-db-admin's table)
+SCHEMA_RELEASES = {"1": "4.3", "2": "4.4", "4": "4.5", "5": "4.5.4", "6": "4.6", "8": "4.7/4.8",
+                   "11": "4.9", "13": "5.0", "14": "5.1"}
+# What pegasus-monitord's quote() leaves: printable ASCII but ' " %, and %XX escapes.
+_QUOTED = re.compile(r"(?:[ !#$&(-~]|%[0-9A-Fa-f]{2})*\Z")
 
 
 class SchemaProblem(EMError):
     """A database without what the dashboard needs (older or foreign schema)."""
     status = 200
+
+
+def decode_output(text):
+    """Job output as pegasus-monitord stored it (URL-quoted, pegasus-facts §7) made readable,
+    as Pegasus's utils.unquote does; text that cannot be quoted output (a raw newline, a
+    quote, a lone %) is legacy unquoted text and is shown as it is."""
+    if not text or not _QUOTED.match(text):
+        return text
+    return urllib.parse.unquote_to_bytes(text).decode("utf-8", "replace")
+
+
+def schema_version(db):
+    """'schema version 11 (Pegasus 4.9)' from the dbversion table, or None."""
+    try:
+        db.columns("dbversion")
+        row = db.execute("SELECT version FROM dbversion ORDER BY id DESC LIMIT 1").fetchone()
+    except (Unavailable, sqlite3.Error):
+        return None
+    if not row:
+        return None
+    version = str(row[0]).split(".")[0]
+    release = SCHEMA_RELEASES.get(version)
+    return "schema version %s%s" % (version, " (Pegasus %s)" % release if release else "")
+
+
+def has_table(db, table):
+    try:
+        db.columns(table)
+        return True
+    except Unavailable:
+        return False
 
 
 def master_path(home):
@@ -53,14 +92,19 @@ def _need(db, table, names):
     try:
         have = set(db.columns(table))
     except Unavailable:
-        raise SchemaProblem("the database has no %s table: it was not written by Pegasus 4.x/5.x, "
-                            "or its schema is older than this dashboard reads "
-                            "(pegasus-db-admin update upgrades it)" % table)
+        raise SchemaProblem("the database has no %s table%s: it was not written by Pegasus "
+                            "4.x/5.x, or its schema is older than this dashboard reads "
+                            "(pegasus-db-admin update upgrades it)" % (table, _which(db)))
     missing = [n for n in names if n not in have]
     if missing:
-        raise SchemaProblem("table %s lacks column%s %s: an older schema; pegasus-db-admin update "
-                            "upgrades it" % (table, "s" if len(missing) > 1 else "",
-                                             ", ".join(missing)))
+        raise SchemaProblem("table %s lacks column%s %s%s: an older schema; pegasus-db-admin "
+                            "update upgrades it" % (table, "s" if len(missing) > 1 else "",
+                                                    ", ".join(missing), _which(db)))
+
+
+def _which(db):
+    version = schema_version(db)
+    return " (%s)" % version if version else ""
 
 
 def _rows(cursor):
@@ -168,6 +212,7 @@ class Workflows:
         none = (None,) * 6
         running, by_key = [], {}
         for row in rows:
+            row["archived"] = bool(row["archived"])
             _, last, row["state_ts"], row["status"], row["restart_count"], row["state_reason"] = \
                 latest.get(row["wf_id"], none)
             row["last_state"] = last
@@ -377,6 +422,8 @@ class Workflows:
             " WHERE ji.job_instance_id = ? AND ji.job_id = ?", [ji, job_id]))
         if row is None:
             raise NotFound("No instance %s of job %s" % (ji, job_id))
+        for name in ("stdout_text", "stderr_text"):
+            row[name] = decode_output(row.get(name))
         return row
 
     def jobstates(self, db, ji):
@@ -391,10 +438,16 @@ class Workflows:
             " WHERE wf_id = ? AND job_instance_id = ? ORDER BY task_submit_seq", [wf_id, ji]))
 
     def invocation(self, db, wf_id, ji, inv):
-        row = _one(db.execute("SELECT * FROM invocation WHERE invocation_id = ? AND wf_id = ? AND "
-                              "job_instance_id = ?", [inv, wf_id, ji]))
+        """One invocation of an instance; `inv` None: its first task (Pegasus's `.../i/`)."""
+        if inv is None:
+            row = _one(db.execute("SELECT * FROM invocation WHERE wf_id = ? AND job_instance_id"
+                                  " = ? AND task_submit_seq >= 0 ORDER BY task_submit_seq"
+                                  " LIMIT 1", [wf_id, ji]))
+        else:
+            row = _one(db.execute("SELECT * FROM invocation WHERE invocation_id = ? AND wf_id = ?"
+                                  " AND job_instance_id = ?", [inv, wf_id, ji]))
         if row is None:
-            raise NotFound("No invocation %s of instance %s" % (inv, ji))
+            raise NotFound("No invocation %s of instance %s" % ("" if inv is None else inv, ji))
         return row
 
     def task(self, db, wf_id, abs_task_id):
@@ -438,37 +491,32 @@ class Workflows:
         """Per transformation: count, succeeded, failed, min/max/mean/total runtime, max RSS
         and CPU."""
         marks = ",".join("?" * len(wf_ids))
+        # maxrss and avg_cpu came with schema version 13 (Pegasus 5.0)
         return self._cached(db, ("breakdown", tuple(wf_ids)), lambda db: _rows(db.execute(
             "SELECT transformation, count(*) AS count, total(exitcode = 0) AS succeeded,"
             " total(exitcode != 0) AS failed, min(remote_duration) AS min,"
             " max(remote_duration) AS max, avg(remote_duration) AS mean,"
-            " total(remote_duration) AS total, max(maxrss) AS maxrss,"
-            " avg(avg_cpu) AS avg_cpu FROM invocation WHERE wf_id IN (%s) GROUP BY transformation"
-            " ORDER BY transformation" % marks, list(wf_ids))))
+            " total(remote_duration) AS total, max(%s) AS maxrss,"
+            " avg(%s) AS avg_cpu FROM invocation AS i WHERE wf_id IN (%s)"
+            " GROUP BY transformation ORDER BY transformation"
+            % (_column(db, "invocation", "maxrss", "i"), _column(db, "invocation", "avg_cpu", "i"),
+               marks), list(wf_ids))))
 
     def job_stats(self, db, wf_id, limit=100, offset=0):
-        """Per job instance: times from its jobstates (queue, run, post), exit code, host."""
+        """(rows, total) per job instance in job_submit_seq order (as pegasus-statistics):
+        Pegasus's job statistics and Gantt spans (pegasus-facts §4) from one pass over the
+        page's jobstates and invocations; `limit` None: every instance."""
         total = self._cached(db, ("instances", wf_id), lambda db: db.execute(
             "SELECT count(*) FROM job_instance WHERE job_id IN (SELECT job_id FROM job"
             " WHERE wf_id = ?)",
             [wf_id]).fetchone()[0])
-        rows = _rows(db.execute(
-            "SELECT j.job_id, j.exec_job_id, j.type_desc, ji.job_instance_id, ji.job_submit_seq,"
-            " ji.exitcode, ji.site, h.hostname, ji.local_duration,"
-            " %s AS t_submit, %s AS t_execute, %s AS t_terminated, %s AS t_post,"
-            " (SELECT total(remote_duration) FROM invocation WHERE job_instance_id ="
-            " ji.job_instance_id AND task_submit_seq >= 0) AS kickstart"
-            " FROM job_instance AS ji JOIN job AS j ON j.job_id = ji.job_id LEFT JOIN host AS h"
-            " ON h.host_id = ji.host_id WHERE j.wf_id = ?"
-            " ORDER BY ji.job_submit_seq, ji.job_instance_id LIMIT ? OFFSET ?" % (
-                _when("min", "'SUBMIT'"), _when("min", "'EXECUTE'"),
-                _when("max", "'JOB_TERMINATED'"),
-                _when("max", "'POST_SCRIPT_SUCCESS', 'POST_SCRIPT_FAILURE'")),
-            [wf_id, limit, offset]))
+        rows = _rows(db.execute(_INSTANCES, [wf_id, -1 if limit is None else limit, offset]))
+        ids = None if limit is None else [r["job_instance_id"] for r in rows]
+        times = _by_instance(db, _STATE_TIMES, wf_id, ids)
+        invs = _by_instance(db, _INVOCATION_SUMS, wf_id, ids)
         for r in rows:
-            r["queue"] = _span(r["t_submit"], r["t_execute"])
-            r["runtime"] = _span(r["t_execute"], r["t_terminated"])
-            r["post"] = _span(r["t_terminated"], r["t_post"])
+            _job_times(r, times.get(r["job_instance_id"], {}),
+                       invs.get(r["job_instance_id"], {}))
         return rows, total
 
     def time_buckets(self, db, wf_id, states):
@@ -501,6 +549,131 @@ class Workflows:
             [t0, width, wf_id]).fetchall()
         return width, [(t0 + b * width, int(ok), int(bad), n) for b, ok, bad, n in rows]
 
+    # ---- metadata, files, integrity ----------------------------------------------------
+
+    def workflow_meta(self, db, wf_id):
+        """[{key, value}] of the workflow (table workflow_meta; none in older schemas)."""
+        if not has_table(db, "workflow_meta"):
+            return []
+        return _rows(db.execute('SELECT "key", value FROM workflow_meta WHERE wf_id = ?'
+                                ' ORDER BY "key"', [wf_id]))
+
+    def task_meta(self, db, task_id):
+        if task_id is None or not has_table(db, "task_meta"):
+            return []
+        return _rows(db.execute('SELECT "key", value FROM task_meta WHERE task_id = ?'
+                                ' ORDER BY "key"', [task_id]))
+
+    def file_count(self, db, wf_id):
+        if not all(has_table(db, t) for t in ("workflow_files", "rc_lfn")):
+            return 0
+        return db.execute("SELECT count(DISTINCT lfn_id) FROM workflow_files WHERE wf_id = ?",
+                          [wf_id]).fetchone()[0]
+
+    def files(self, db, wf_id, limit=100, offset=0):
+        """(rows, total): the workflow's files by LFN, each with its PFNs ({pfn, site}) and
+        metadata ({key, value}), as Pegasus's Files tab shows them."""
+        total = self.file_count(db, wf_id)
+        if not total:
+            return [], 0
+        rows = _rows(db.execute(
+            "SELECT l.lfn_id, l.lfn, group_concat(DISTINCT f.file_type) AS file_type"
+            " FROM workflow_files AS f JOIN rc_lfn AS l ON l.lfn_id = f.lfn_id"
+            " WHERE f.wf_id = ? GROUP BY l.lfn_id ORDER BY l.lfn LIMIT ? OFFSET ?",
+            [wf_id, limit, offset]))
+        ids = [r["lfn_id"] for r in rows]
+        pfns = _grouped(db, "rc_pfn", "pfn, site", ids)
+        meta = _grouped(db, "rc_meta", '"key", value', ids)
+        for r in rows:
+            r["pfns"], r["meta"] = pfns.get(r["lfn_id"], []), meta.get(r["lfn_id"], [])
+        return rows, total
+
+    def integrity(self, db, wf_ids):
+        """[{type, file_type, count, duration}]: integrity checks and checksum computations
+        (table integrity; integrity_metrics before schema version 11)."""
+        table = next((t for t in ("integrity", "integrity_metrics") if has_table(db, t)), None)
+        if table is None or not wf_ids:
+            return []
+        return _rows(db.execute(
+            "SELECT type, file_type, sum(count) AS count, total(duration) AS duration FROM %s"
+            " WHERE wf_id IN (%s) GROUP BY type, file_type ORDER BY type, file_type"
+            % (table, ",".join("?" * len(wf_ids))), list(wf_ids)))
+
+    # ---- Pegasus's dashboard feeds ------------------------------------------------------
+
+    def latest_jobs(self, db, wf_id, kind):
+        """The rows of Pegasus's job tabs: each job's latest instance that is failed,
+        running or successful; for failing, the latest failed try of a job that runs
+        again.  [{job_id, job_instance_id, exec_job_id, exitcode, duration}]."""
+        self._need_jobs(db)
+        return _rows(db.execute(_LATEST_JOBS[kind], [wf_id]))
+
+    def time_chart(self, db, wf_ids, width=3600):
+        """[(bucket, jobs, job runtime, invocations, invocation runtime)] per `width`
+        seconds: jobs by their EXECUTE time (sub-workflow jobs left out), invocations by
+        start (condor::dagman left out), as Pegasus's time chart."""
+        marks = ",".join("?" * len(wf_ids))
+        jobs = db.execute(
+            "SELECT CAST(js.timestamp / ? AS INTEGER) AS b, count(*), total(ji.local_duration)"
+            " FROM jobstate AS js JOIN job_instance AS ji ON ji.job_instance_id ="
+            " js.job_instance_id JOIN job AS j ON j.job_id = ji.job_id WHERE j.wf_id IN (%s)"
+            " AND js.state = 'EXECUTE' AND ji.local_duration IS NOT NULL AND j.type_desc"
+            " NOT IN ('dag', 'dax') GROUP BY b" % marks, [width] + list(wf_ids)).fetchall()
+        invs = db.execute(
+            "SELECT CAST(start_time / ? AS INTEGER) AS b, count(*), total(remote_duration)"
+            " FROM invocation WHERE wf_id IN (%s) AND transformation != 'condor::dagman'"
+            " GROUP BY b" % marks, [width] + list(wf_ids)).fetchall()
+        out = collections.defaultdict(lambda: [0, 0.0, 0, 0.0])
+        for b, n, t in jobs:
+            out[b][0:2] = [n, float(t)]
+        for b, n, t in invs:
+            out[b][2:4] = [n, float(t)]
+        return [(b,) + tuple(v) for b, v in sorted(out.items())]
+
+    def transformation_stats(self, db, wf_ids, exclude=()):
+        """Pegasus's transformation statistics: one row per transformation and outcome
+        ('successful'/'failed'), runtimes weighted by the multiplier factor."""
+        marks = ",".join("?" * len(wf_ids))
+        skip = " AND i.transformation NOT IN (%s)" % ",".join("?" * len(exclude)) \
+            if exclude else ""
+        return _rows(db.execute(
+            "SELECT i.transformation, CASE WHEN i.exitcode = 0 THEN 'successful' ELSE 'failed'"
+            " END AS type, count(*) AS count, count(CASE WHEN i.exitcode = 0 THEN 1 END) AS"
+            " success, count(CASE WHEN i.exitcode != 0 THEN 1 END) AS failure,"
+            " min(i.remote_duration * ji.multiplier_factor) AS min,"
+            " max(i.remote_duration * ji.multiplier_factor) AS max,"
+            " avg(i.remote_duration * ji.multiplier_factor) AS avg,"
+            " total(i.remote_duration * ji.multiplier_factor) AS sum"
+            " FROM invocation AS i JOIN job_instance AS ji ON ji.job_instance_id ="
+            " i.job_instance_id WHERE i.wf_id IN (%s)%s GROUP BY i.transformation, type"
+            " ORDER BY i.transformation, type" % (marks, skip),
+            list(wf_ids) + list(exclude)))
+
+    def summary_times(self, db, wf_ids):
+        """Pegasus's summary times: cumulative job wall time (kickstart) and as seen from the
+        submit side, each with its badput (failed tries), and the workflow retries."""
+        marks = ",".join("?" * len(wf_ids))
+        cum = db.execute(
+            "SELECT sum(i.remote_duration * ji.multiplier_factor), total(CASE WHEN i.exitcode > 0"
+            " THEN i.remote_duration * ji.multiplier_factor END) FROM invocation AS i"
+            " JOIN job_instance AS ji ON ji.job_instance_id = i.job_instance_id"
+            " WHERE i.task_submit_seq >= 0 AND i.wf_id IN (%s) AND i.transformation !="
+            " 'condor::dagman'" % marks, list(wf_ids)).fetchone()
+        job = db.execute(
+            "SELECT sum(ji.local_duration * ji.multiplier_factor), total(CASE WHEN ji.exitcode > 0"
+            " THEN ji.local_duration * ji.multiplier_factor END) FROM job_instance AS ji"
+            " JOIN job AS j ON j.job_id = ji.job_id WHERE j.wf_id IN (%s)" % marks,
+            list(wf_ids)).fetchone()
+        retries = db.execute(
+            "SELECT total(r) FROM (SELECT max(restart_count) AS r FROM workflowstate"
+            " WHERE wf_id IN (%s) GROUP BY wf_id)" % marks, list(wf_ids)).fetchone()[0]
+        f = lambda v: None if v is None else float(v)  # noqa: E731
+        return {"cum-time": f(cum[0]), "cum-badput-time": f(cum[1]) if cum[0] is not None
+                else None, "job-cum-time": f(job[0]),
+                "job-cum-badput-time": f(job[1]) if job[0] is not None else None,
+                "retry-count": int(retries or 0)}
+
+
 # One row per job of a workflow, from its latest instance (the row holding max(job_submit_seq):
 # SQLite takes bare columns from it).  The job table is read in job_id order, so the GROUP BY
 # needs no sort.
@@ -515,10 +688,133 @@ _JOB_INDEX = (
     " WHERE j.wf_id = ? GROUP BY j.job_id")
 
 
-def _when(agg, states):
-    """SQL: the first/last time the instance `ji` reached one of `states`."""
-    return ("(SELECT %s(timestamp) FROM jobstate WHERE job_instance_id = ji.job_instance_id"
-            " AND state IN (%s))" % (agg, states))
+def _latest(kind_sql):
+    return ("SELECT j.job_id, ji.job_instance_id, j.exec_job_id, ji.exitcode, ji.job_submit_seq,"
+            " CASE WHEN j.clustered THEN ji.cluster_duration ELSE ji.local_duration END"
+            " AS duration FROM job AS j JOIN job_instance AS ji ON ji.job_id = j.job_id"
+            " WHERE j.wf_id = ? AND " + kind_sql + " ORDER BY j.job_id")
+
+
+_LAST_TRY = ("ji.job_submit_seq = (SELECT max(x.job_submit_seq) FROM job_instance AS x"
+             " WHERE x.job_id = j.job_id)")
+_LATEST_JOBS = {
+    "failed": _latest(_LAST_TRY + " AND ji.exitcode != 0"),
+    "running": _latest(_LAST_TRY + " AND ji.exitcode IS NULL"),
+    "successful": _latest(_LAST_TRY + " AND ji.exitcode = 0"),
+    "failing": _latest(
+        "ji.exitcode != 0 AND ji.job_submit_seq = (SELECT max(x.job_submit_seq) FROM"
+        " job_instance AS x WHERE x.job_id = j.job_id AND x.exitcode != 0) AND EXISTS"
+        " (SELECT 1 FROM job_instance AS y WHERE y.job_id = j.job_id AND y.exitcode IS NULL)"),
+}
+
+
+def _grouped(db, table, columns, lfn_ids):
+    """{lfn_id: [row]} of rc_pfn or rc_meta for these LFNs ({} without the table)."""
+    if not lfn_ids or not has_table(db, table):
+        return {}
+    out = collections.defaultdict(list)
+    for r in _rows(db.execute("SELECT lfn_id, %s FROM %s WHERE lfn_id IN (%s) ORDER BY 2"
+                              % (columns, table, ",".join("?" * len(lfn_ids))), lfn_ids)):
+        out[r.pop("lfn_id")].append(r)
+    return out
+
+
+_INSTANCES = (
+    "SELECT j.job_id, j.exec_job_id, j.type_desc, j.clustered, ji.job_instance_id,"
+    " ji.job_submit_seq, ji.exitcode, ji.site, h.hostname, ji.local_duration,"
+    " ji.cluster_duration, ji.multiplier_factor, (SELECT count(*) FROM job_instance AS x"
+    " WHERE x.job_id = ji.job_id AND x.job_submit_seq <= ji.job_submit_seq) AS try"
+    " FROM job_instance AS ji"
+    " JOIN job AS j ON j.job_id = ji.job_id LEFT JOIN host AS h ON h.host_id = ji.host_id"
+    " WHERE j.wf_id = ? ORDER BY ji.job_submit_seq, ji.job_instance_id LIMIT ? OFFSET ?")
+
+
+def _at(agg, *states):
+    return "%s(CASE WHEN js.state IN (%s) THEN js.timestamp END)" % (
+        agg, ", ".join("'%s'" % s for s in states))
+
+
+# Per instance, the jobstate times Pegasus's statistics and Gantt chart are made of.
+_STATE_TIMES = (
+    "SELECT js.job_instance_id, min(js.timestamp) AS first, max(js.timestamp) AS last, "
+    + ", ".join("%s AS %s" % (sql, name) for name, sql in (
+        ("pre_start", _at("min", "PRE_SCRIPT_STARTED")),
+        ("pre_end", _at("max", "PRE_SCRIPT_TERMINATED")),
+        ("submit", _at("min", "SUBMIT")), ("terminated", _at("max", "JOB_TERMINATED")),
+        ("grid_first", _at("min", "GRID_SUBMIT", "GLOBUS_SUBMIT")),
+        ("grid_last", _at("max", "GRID_SUBMIT", "GLOBUS_SUBMIT")),
+        ("execute", _at("min", "EXECUTE")), ("exec_start", _at("max", "EXECUTE", "SUBMIT")),
+        ("queued_until", _at("min", "GRID_SUBMIT", "GLOBUS_SUBMIT", "EXECUTE")),
+        ("post_start", _at("max", "POST_SCRIPT_STARTED", "JOB_TERMINATED")),
+        ("post_end", _at("max", "POST_SCRIPT_TERMINATED"))))
+    + " FROM jobstate AS js JOIN job_instance AS ji ON ji.job_instance_id = js.job_instance_id"
+    " JOIN job AS j ON j.job_id = ji.job_id WHERE j.wf_id = ? %s GROUP BY js.job_instance_id")
+
+# Per instance, its tasks (task_submit_seq >= 0; -1 is the PRE script, -2 the POST script).
+_INVOCATION_SUMS = (
+    "SELECT i.job_instance_id, sum(CASE WHEN i.task_submit_seq >= 0 THEN i.remote_duration END)"
+    " AS kickstart, min(CASE WHEN i.task_submit_seq >= 0 THEN i.start_time END) AS ks_start,"
+    " sum(CASE WHEN i.task_submit_seq >= 0 THEN i.remote_cpu_time END) AS cpu,"
+    " max(CASE WHEN i.task_submit_seq >= -1 THEN i.exitcode END) AS inv_exitcode,"
+    " group_concat(DISTINCT CASE WHEN i.transformation NOT IN ('dagman::pre', 'dagman::post')"
+    " THEN i.transformation END) AS transformation"
+    " FROM invocation AS i WHERE i.wf_id = ? %s GROUP BY i.job_instance_id")
+
+
+def _by_instance(db, sql, wf_id, ids):
+    """{job_instance_id: row} of `sql` for the instances `ids` (None: all of wf_id's)."""
+    if ids is not None and not ids:
+        return {}
+    alias = "js" if "jobstate AS js" in sql else "i"
+    where = "" if ids is None else "AND %s.job_instance_id IN (%s)" % (
+        alias, ",".join("?" * len(ids)))
+    return {r["job_instance_id"]: r for r in _rows(db.execute(sql % where,
+                                                              [wf_id] + list(ids or ())))}
+
+
+def _job_times(r, t, inv):
+    """Fill one instance row with Pegasus's job statistics and Gantt spans (pegasus-facts §4,
+    stampede_statistics's definitions); missing states give None."""
+    f = {k: (None if v is None else float(v)) for k, v in t.items() if k != "job_instance_id"}
+    kick = None if inv.get("kickstart") is None else float(inv["kickstart"])
+    seqexec = None if r["cluster_duration"] is None else float(r["cluster_duration"])
+    runtime = r["local_duration"]
+    r.update(
+        queue=_span(f.get("submit"), f.get("execute")),
+        condor_q_time=_diff(f.get("queued_until"), f.get("submit")),
+        resource_delay=_diff(f.get("execute"), f.get("grid_first")),
+        runtime=float(runtime) if runtime is not None else _span(f.get("execute"),
+                                                                 f.get("terminated")),
+        kickstart=kick, kickstart_multi=None if kick is None else kick * (
+            r["multiplier_factor"] or 1),
+        remote_cpu_time=None if inv.get("cpu") is None else float(inv["cpu"]),
+        post=_diff(f.get("post_end"), f.get("post_start")), seqexec=seqexec,
+        seqexec_delay=None if seqexec is None or kick is None else seqexec - kick,
+        exit_code=raw_to_regular(inv.get("inv_exitcode")),
+        transformation=inv.get("transformation"),
+        jobS=f.get("first"), jobDuration=_diff(f.get("last"), f.get("first")),
+        pre_start=f.get("pre_start"), pre_duration=_diff(f.get("pre_end"), f.get("pre_start")),
+        condor_start=f.get("submit"), condor_duration=_diff(f.get("terminated"), f.get("submit")),
+        grid_start=f.get("grid_last"), grid_duration=_diff(f.get("execute"), f.get("grid_last")),
+        exec_start=f.get("exec_start"),
+        exec_duration=_diff(f.get("terminated"), f.get("exec_start")),
+        kickstart_start=None if inv.get("ks_start") is None else float(inv["ks_start"]),
+        kickstart_duration=kick,
+        post_start=f.get("post_start"), post_duration=_diff(f.get("post_end"), f.get("post_start")))
+
+
+def raw_to_regular(code):
+    """A kickstart raw status as an exit code (Pegasus's utils.raw_to_regular): 0-127, a
+    signal as its negative number, -128 for a failure to run."""
+    if not isinstance(code, int):
+        return code
+    if code < 0:
+        return -128
+    return -(code & 127) if code & 127 else code >> 8
+
+
+def _diff(b, a):
+    return None if a is None or b is None else float(b) - float(a)
 
 
 def _span(a, b):

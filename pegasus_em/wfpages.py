@@ -25,9 +25,12 @@ SORTS = {"submitted": lambda r: (r["timestamp"] or 0, r["wf_id"] or 0),
          "state": lambda r: (r["state"], -(r["timestamp"] or 0)),
          "host": lambda r: ((r["submit_hostname"] or "").lower(), -(r["timestamp"] or 0))}
 LIST_FIELDS = ("wf_id", "wf_uuid", "dax_label", "state", "reason", "timestamp", "submit_hostname",
-               "submit_dir", "user", "last_state", "status", "restart_count", "ensemble", "href")
+               "submit_dir", "user", "last_state", "status", "restart_count", "archived",
+               "ensemble", "href")
 JOB_TABS = (("failed", "Failed"), ("failing", "Failing"), ("running", "Running"),
             ("successful", "Successful"))
+ARCHIVED = Markup(' <span class="state s-archived" title="archived in the master database">'
+                  'archived</span>')
 LIST_LIMIT = 1000
 JOB_LIMIT = 100
 REFRESH = 10
@@ -44,6 +47,8 @@ class WorkflowPages:
     # ---- the list --------------------------------------------------------------------
 
     def workflow_list(self, req):
+        if req.xhr or "draw" in req.args:
+            return self.workflow_table(req)  # Pegasus 5.x's DataTables feed
         text = req.args.get("q", "").strip()
         window = req.args.get("window", "all")
         if window not in WINDOWS and window != "all":
@@ -144,7 +149,8 @@ class WorkflowPages:
         """Every cell sorts as shown (dates are ISO-like), so no data-sort keys: the list
         can have 10,000 rows."""
         return [
-            Column("Label", lambda r: link(r["href"], r["dax_label"] or r["wf_uuid"])),
+            Column("Label", lambda r: link(r["href"], r["dax_label"] or r["wf_uuid"]) +
+                   (ARCHIVED if r.get("archived") else "")),
             Column("State", lambda r: Markup('%s <span class="why">%s</span>' % (
                 state_badge(r["state"], STATE_LABELS[r["state"]]),
                 escape(r["reason"] if r["state"] not in _QUIET else "")))),
@@ -201,34 +207,48 @@ class WorkflowPages:
         wall, since = self.workflows.wall_time(ctx.states, now)
         cumulative = self.workflows.cumulative_time(ctx.db, [wf_id])
         subs = self.workflows.sub_workflows(ctx.db, wf_id) if ctx.wf["children"] else []
+        meta = self.workflows.workflow_meta(ctx.db, wf_id)
+        n_files = self.workflows.file_count(ctx.db, wf_id)
         tab = req.args.get("tab") or self._default_tab(counts, subs)
         offset = req.int_arg("offset")
-        if tab == "sub":
-            rows, total = subs, len(subs)
-        elif tab in dict(JOB_TABS):
-            rows, total = self.workflows.jobs(ctx.db, wf_id, tab, JOB_LIMIT, offset)
-        else:
-            raise BadRequest("tab must be sub, failed, failing, running or successful")
-        for r in rows:
-            self._job_links(req, ctx, r) if tab != "sub" else r.update(
-                href=req.url("r", ctx.root["wf_id"], "w", r["wf_id"]))
+        rows, total, key, table_html = self._tab_rows(req, ctx, tab, subs, meta, offset)
         data = {"workflow": ctx.wf, "root": _root_json(ctx.root), "state": ctx.state,
                 "reason": ctx.reason, "type": "root-wf" if wf_id == ctx.root_id else "sub-wf",
-                "states": ctx.states,
+                "states": ctx.states, "archived": ctx.root["archived"],
                 "wall_time": wall, "running_since": since, "cumulative_wall_time": cumulative,
-                "job_counts": counts, "tab": tab, "total": total, "offset": offset,
-                ("sub_workflows" if tab == "sub" else "jobs"): rows}
+                "job_counts": counts, "metadata_count": len(meta), "file_count": n_files,
+                "tab": tab, "total": total, "offset": offset, key: rows}
         body = [self._facts(req, ctx, wall, since, cumulative), self._status_chart(counts),
-                self._wf_links(req, ctx), self._job_tabs(req, counts, subs, tab)]
-        if tab == "sub":
-            body.append(table(self._sub_columns(), rows, empty="No sub-workflows."))
-        else:
-            body.append(table(self._job_columns(), rows, empty="No %s jobs." % tab))
-            body.append(pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o)))
+                self._wf_links(req, ctx), self._job_tabs(req, counts, subs, tab, meta, n_files),
+                table_html, pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))]
         title = ctx.wf["dax_label"] or ctx.wf["wf_uuid"]
         return self.view(title, data, pages.join(body),
                          crumbs=self.crumbs(req, ctx)[:-1] + [(title, None, True)],
                          refresh=REFRESH if ctx.state == stampede.RUNNING else None)
+
+    def _tab_rows(self, req, ctx, tab, subs, meta, offset):
+        """(rows, total, JSON key, table) of the tab shown below the workflow's facts."""
+        wf_id = ctx.wf["wf_id"]
+        if tab == "sub":
+            for r in subs:
+                r["href"] = req.url("r", ctx.root["wf_id"], "w", r["wf_id"])
+            return subs, len(subs), "sub_workflows", table(self._sub_columns(), subs,
+                                                             empty="No sub-workflows.")
+        if tab == "metadata":
+            return meta, len(meta), "metadata", table(
+                [Column("Key", lambda r: r["key"]), Column("Value", lambda r: r["value"])],
+                meta, empty="No metadata is recorded for this workflow.")
+        if tab == "files":
+            rows, total = self.workflows.files(ctx.db, wf_id, JOB_LIMIT, offset)
+            return rows, total, "files", table(_FILE_COLUMNS, rows,
+                                               empty="No files are recorded for this workflow.")
+        if tab not in dict(JOB_TABS):
+            raise BadRequest("tab must be sub, failed, failing, running, successful, metadata "
+                             "or files")
+        rows, total = self.workflows.jobs(ctx.db, wf_id, tab, JOB_LIMIT, offset)
+        for r in rows:
+            self._job_links(req, ctx, r)
+        return rows, total, "jobs", table(self._job_columns(), rows, empty="No %s jobs." % tab)
 
     def _root_only(self, req, ctx):
         """A root workflow whose STAMPEDE DB cannot be read: what the master DB knows."""
@@ -238,7 +258,8 @@ class WorkflowPages:
                 "states": self.workflows.root_states(req.home, root["wf_id"])}
         body = [notice(ctx.problem, "warn"),
                 dl([("Label", root["dax_label"]),
-                    ("State", self._state_html(ctx.state, ctx.reason)),
+                    ("State", self._state_html(ctx.state, ctx.reason) +
+                     (ARCHIVED if root.get("archived") else "")),
                     ("Workflow UUID", root["wf_uuid"]), ("Submit host", root["submit_hostname"]),
                     ("User", root["user"]), ("Submit directory", self._dir_link(req, root)),
                     ("Planned", pages.when(root["timestamp"])),
@@ -284,7 +305,8 @@ class WorkflowPages:
         if since is not None:
             wall_text = "%s (running since %s)" % (wall_text, pages.when(since))
         return dl([("Label", wf["dax_label"]), ("Type", kind),
-                   ("Progress", self._state_html(ctx.state, ctx.reason)),
+                   ("Progress", self._state_html(ctx.state, ctx.reason) +
+                    (ARCHIVED if root.get("archived") else "")),
                    ("Submit host", wf.get("submit_hostname")), ("User", wf.get("user")),
                    ("Submit directory", link(files(), wf["submit_dir"], class_="path")
                     if wf.get("submit_dir") else "-"),
@@ -310,7 +332,7 @@ class WorkflowPages:
         return Markup('<p class="links">%s</p>'
                       % " \u00b7 ".join(str(link(h, t)) for t, h in items))
 
-    def _job_tabs(self, req, counts, subs, current):
+    def _job_tabs(self, req, counts, subs, current, meta, n_files):
         items = []
         if subs:
             items.append(("Sub-workflows", len(subs), req.here(tab="sub", offset=None),
@@ -318,6 +340,9 @@ class WorkflowPages:
         for key, label in JOB_TABS:
             items.append((label, counts[key]["all"], req.here(tab=key, offset=None),
                           current == key))
+        items.append(("Metadata", len(meta), req.here(tab="metadata", offset=None),
+                      current == "metadata"))
+        items.append(("Files", n_files, req.here(tab="files", offset=None), current == "files"))
         return pages.tabs(items)
 
     def _job_links(self, req, ctx, r):
@@ -434,7 +459,7 @@ class WorkflowPages:
              Column("Exit code", lambda i: i["exitcode"], numeric=True),
              Column("Start", lambda i: pages.when(i["start_time"])),
              Column("Duration", lambda i: pages.duration(i["remote_duration"]), numeric=True)],
-            invocations, empty="No invocation recorded.")))
+            invocations, empty="No invocation recorded."), "invocations"))
         out_href = req.url(*(base + ("ji", ji, "stdout")))
         err_href = req.url(*(base + ("ji", ji, "stderr")))
         for name, href in (("stdout", out_href), ("stderr", err_href)):
@@ -468,19 +493,27 @@ class WorkflowPages:
     def invocation_details(self, req, m, w, job_id, ji, inv):
         ctx = self.context(req, m, w)
         job = self.workflows.job(ctx.db, ctx.wf["wf_id"], int(job_id))
-        self.workflows.instance(ctx.db, int(job_id), int(ji))
-        row = self.workflows.invocation(ctx.db, ctx.wf["wf_id"], int(ji), int(inv))
+        instance = self.workflows.instance(ctx.db, int(job_id), int(ji))
+        row = self.workflows.invocation(ctx.db, ctx.wf["wf_id"], int(ji),
+                                        None if inv is None else int(inv))
         task = self.workflows.task(ctx.db, ctx.wf["wf_id"], row.get("abs_task_id"))
-        data = {"invocation": row, "task": task}
-        body = dl([("Task", row.get("abs_task_id")), ("Transformation", row.get("transformation")),
-                   ("Executable", row.get("executable")), ("Arguments", row.get("argv")),
-                   ("Exit code", row.get("exitcode")),
-                   ("Start", pages.when(row.get("start_time"))),
-                   ("Remote duration", pages.duration(row.get("remote_duration"))),
-                   ("Remote CPU time", pages.duration(row.get("remote_cpu_time"))),
-                   ("Max RSS (KiB)", pages.number(row.get("maxrss"))),
-                   ("Average CPU", pages.number(row.get("avg_cpu"))),
-                   ("Try sequence", row.get("task_submit_seq"))])
+        meta = self.workflows.task_meta(ctx.db, task and task["task_id"])
+        data = {"invocation": row, "task": task, "task_metadata": meta,
+                "work_dir": instance.get("work_dir")}
+        facts = dl([("Task", row.get("abs_task_id")),
+                    ("Transformation", row.get("transformation")),
+                    ("Working directory", instance.get("work_dir")),
+                    ("Executable", row.get("executable")), ("Arguments", row.get("argv")),
+                    ("Exit code", row.get("exitcode")),
+                    ("Start", pages.when(row.get("start_time"))),
+                    ("Remote duration", pages.duration(row.get("remote_duration"))),
+                    ("Remote CPU time", pages.duration(row.get("remote_cpu_time"))),
+                    ("Max RSS (KiB)", pages.number(row.get("maxrss"))),
+                    ("Average CPU", pages.number(row.get("avg_cpu"))),
+                    ("Try sequence", row.get("task_submit_seq"))])
+        body = facts + section("Task metadata", table(
+            [Column("Key", lambda r: r["key"]), Column("Value", lambda r: r["value"])], meta,
+            empty="No metadata is recorded for this task."), "task-metadata")
         job_href = self.wf_url(req, ctx, "j", job["job_id"], "ji", ji)
         title = "%s: %s" % (job["exec_job_id"],
                             row.get("abs_task_id") or row.get("transformation"))
@@ -488,108 +521,12 @@ class WorkflowPages:
                          crumbs=self.crumbs(req, ctx, (job["exec_job_id"], job_href, False),
                                             (title, None, True)))
 
-    # ---- statistics and charts -------------------------------------------------------
-
-    def statistics(self, req, m, w):
-        ctx = self.context(req, m, w)
-        wf_id = ctx.wf["wf_id"]
-        offset = req.int_arg("offset")
-        tree = self.workflows.tree(ctx.db, wf_id) if ctx.wf["children"] else [wf_id]
-        summary = self.workflows.summary(ctx.db, [wf_id])
-        tree_summary = self.workflows.summary(ctx.db, tree) if len(tree) > 1 else None
-        breakdown = self.workflows.breakdown(ctx.db, [wf_id])
-        jobs, total = self.workflows.job_stats(ctx.db, wf_id, JOB_LIMIT, offset)
-        wall, _ = self.workflows.wall_time(ctx.states, time.time())
-        data = {"summary": summary, "tree_summary": tree_summary, "breakdown": breakdown,
-                "wall_time": wall,
-                "cumulative_wall_time": self.workflows.cumulative_time(ctx.db, [wf_id]),
-                "tree_cumulative_wall_time": self.workflows.cumulative_time(ctx.db, tree),
-                "jobs": jobs, "jobs_total": total, "offset": offset}
-        cols = [Column("Type", lambda r: r["type"]),
-                Column("Succeeded", lambda r: r["succeeded"], numeric=True),
-                Column("Failed", lambda r: r["failed"], numeric=True),
-                Column("Incomplete", lambda r: r["incomplete"], numeric=True),
-                Column("Total", lambda r: r["total"], numeric=True),
-                Column("Retries", lambda r: r["retries"], numeric=True),
-                Column("Total + retries", lambda r: r["total_runs"], numeric=True)]
-        body = [dl([("Workflow wall time", pages.duration(wall)),
-                    ("Cumulative job wall time", pages.duration(data["cumulative_wall_time"])),
-                    ("... of the whole tree", pages.duration(data["tree_cumulative_wall_time"]))]),
-                section("This workflow", table(cols, summary, sortable=False))]
-        if tree_summary:
-            body.append(section("This workflow and its sub-workflows",
-                                table(cols, tree_summary, sortable=False)))
-        n = lambda k: (lambda r: pages.number(r[k]))  # noqa: E731
-        body.append(section("Transformations", table(
-            [Column("Transformation", lambda r: r["transformation"]),
-             Column("Count", n("count"), key=lambda r: r["count"], numeric=True),
-             Column("Succeeded", n("succeeded"), key=lambda r: r["succeeded"], numeric=True),
-             Column("Failed", n("failed"), key=lambda r: r["failed"], numeric=True),
-             Column("Min (s)", n("min"), key=lambda r: r["min"] or 0, numeric=True),
-             Column("Max (s)", n("max"), key=lambda r: r["max"] or 0, numeric=True),
-             Column("Mean (s)", n("mean"), key=lambda r: r["mean"] or 0, numeric=True),
-             Column("Total (s)", n("total"), key=lambda r: r["total"] or 0, numeric=True),
-             Column("Max RSS (KiB)", n("maxrss"), key=lambda r: r["maxrss"] or 0, numeric=True)],
-            breakdown, empty="No invocations yet.")))
-        body.append(section("Jobs", table(self._stat_columns(req, ctx), jobs,
-                                          empty="No job has run.") +
-                            pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))))
-        return self.view("Statistics", data, pages.join(body),
-                         crumbs=self.crumbs(req, ctx, ("Statistics", None, True)))
-
-    def _stat_columns(self, req, ctx):
-        href = lambda r: self.wf_url(req, ctx, "j", r["job_id"], "ji",  # noqa: E731
-                                     r["job_instance_id"])
-
-        def secs(k):
-            return Column(k.capitalize() + " (s)",
-                          lambda r: "-" if r[k] is None else "%.1f" % r[k],
-                          key=lambda r: r[k] or 0, numeric=True)
-        return [Column("Job", lambda r: link(href(r), r["exec_job_id"]),
-                       key=lambda r: r["exec_job_id"]),
-                Column("Try", lambda r: r["job_submit_seq"], numeric=True),
-                Column("Site", lambda r: r["site"] or "-"),
-                Column("Host", lambda r: r["hostname"] or "-"),
-                secs("queue"), secs("runtime"), secs("kickstart"), secs("post"),
-                Column("Exit code", lambda r: "-" if r["exitcode"] is None else r["exitcode"],
-                       numeric=True)]
-
-    def charts(self, req, m, w):
-        ctx = self.context(req, m, w)
-        wf_id = ctx.wf["wf_id"]
-        offset = req.int_arg("offset")
-        breakdown = self.workflows.breakdown(ctx.db, [wf_id])
-        width, buckets = self.workflows.time_buckets(ctx.db, wf_id, ctx.states)
-        rows, total = self.workflows.job_stats(ctx.db, wf_id, JOB_LIMIT, offset)
-        data = {"transformations": breakdown, "bucket_seconds": width,
-                "jobs_over_time": [{"start": b[0], "successful": b[1], "failed": b[2],
-                                    "jobs": b[3]} for b in buckets],
-                "gantt": rows, "gantt_total": total, "offset": offset}
-        per_tx = charts.stacked_bars(
-            [(r["transformation"], [int(r["succeeded"]), int(r["failed"])]) for r in breakdown],
-            [("succeeded", "ok"), ("failed", "fail")], "Invocations per transformation")
-        over_time = charts.columns([(b[0], [b[1], b[2], b[3] - b[1] - b[2]]) for b in buckets],
-                                   [("successful", "ok"), ("failed", "fail"), ("running", "run")],
-                                   "Jobs started over time", width or 60)
-        now = time.time()
-        spans = [("%s #%s" % (r["exec_job_id"], r["job_submit_seq"]),
-                  [(r["t_submit"], r["t_execute"], "queue", "waiting in the queue"),
-                   (r["t_execute"], r["t_terminated"] or (now if r["exitcode"] is None else None),
-                    "run", "running"),
-                   (r["t_terminated"], r["t_post"], "post", "POST script")]) for r in rows]
-        gantt = charts.gantt(spans, "Job timeline (Gantt)")
-        legend = Markup('<ul class="legend"><li><span class="swatch queue"></span>queued</li>'
-                        '<li><span class="swatch run"></span>running</li>'
-                        '<li><span class="swatch post"></span>POST script</li></ul>')
-        body = [section("Jobs per transformation", per_tx), section("Jobs over time", over_time),
-                section("Gantt chart", Markup(gantt + legend + pages.pager(
-                    total, offset, JOB_LIMIT, lambda o: req.here(offset=o))))]
-        return self.view("Charts", data, pages.join(body),
-                         crumbs=self.crumbs(req, ctx, ("Charts", None, True)))
-
     # ---- files -----------------------------------------------------------------------
 
     def files(self, req, m, w, rest):
+        """The submit-dir browser; for anything but a browser loading a page, Pegasus
+        5.x's JSON listing (with our entries beside its `dirs` and `files`)."""
+        req.json = req.json or not self.navigating(req)
         ctx = self.context(req, m, None if w == "root" else w, need_stampede=w != "root")
         submit_dir = ctx.wf["submit_dir"] if ctx.wf else ctx.root["submit_dir"]
         names = browse.split(rest or "")
@@ -607,7 +544,10 @@ class WorkflowPages:
             entries = browser.listing(names)
             for e in entries:
                 e["href"] = None if e["outside"] else here(e["name"])
-            data = {"submit_dir": submit_dir, "path": "/".join(names), "entries": entries}
+            data = {"submit_dir": submit_dir, "path": "/".join(names), "entries": entries,
+                    # Pegasus 5.x's listing: paths below the submit directory
+                    "dirs": [_below(names, e["name"]) for e in entries if e["dir"]],
+                    "files": [_below(names, e["name"]) for e in entries if not e["dir"]]}
             cols = [Column("Name", _entry_html, key=lambda e: (not e["dir"], e["name"])),
                     Column("Size", lambda e: pages.size(e["size"]) if not e["dir"] else "-",
                            key=lambda e: e["size"] or 0, numeric=True),
@@ -620,7 +560,8 @@ class WorkflowPages:
             data, _, _ = browser.read(names, limit=None)
             binary = browse.is_binary(data)
             kind = "application/octet-stream" if binary else "text/plain; charset=utf-8"
-            return self.raw_response(data, kind, names[-1])
+            inline = req.args["raw"] == "inline" and not binary
+            return self.raw_response(data, kind, None if inline else names[-1])
         data, size, truncated = browser.read(names)
         binary = browse.is_binary(data)
         text = None if binary else data.decode("utf-8", "replace")
@@ -642,7 +583,24 @@ class WorkflowPages:
 
 _QUIET = (stampede.SUCCESSFUL, stampede.RUNNING)  # states whose reason the list leaves out
 _ROOT_JSON = ("wf_id", "wf_uuid", "dax_label", "submit_hostname", "submit_dir", "timestamp",
-              "user", "db_url", "state", "reason", "last_state", "status", "restart_count")
+              "user", "db_url", "state", "reason", "last_state", "status", "restart_count",
+              "archived")
+
+
+def _pairs(items, key, value):
+    """A small two-column list inside a cell (PFNs and sites, metadata keys and values)."""
+    if not items:
+        return Markup('<span class="muted">none</span>')
+    return Markup('<ul class="pairs">%s</ul>' % "".join(
+        "<li>%s%s</li>" % (escape(i[key]), Markup(' <span class="why">%s</span>'
+                                                   % escape(i[value])) if i[value] else "")
+        for i in items))
+
+
+_FILE_COLUMNS = [Column("LFN", lambda r: r["lfn"], key=lambda r: r["lfn"]),
+                 Column("Type", lambda r: r["file_type"] or "-"),
+                 Column("PFNs (site)", lambda r: _pairs(r["pfns"], "pfn", "site")),
+                 Column("Metadata", lambda r: _pairs(r["meta"], "key", "value"))]
 
 
 def _root_json(root):
@@ -663,6 +621,10 @@ def _output_links(r):
     sub = r.get("sub_workflow_href")
     return Markup("%s %s%s" % (link(r["stdout_href"], "stdout"), link(r["stderr_href"], "stderr"),
                                " " + link(sub, "sub-workflow") if sub else ""))
+
+
+def _below(names, name):
+    return "/".join(names + [name])
 
 
 def _entry_html(e):

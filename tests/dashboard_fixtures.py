@@ -167,7 +167,8 @@ class Served:
 
     def request(self, path, method="GET", data=None, headers=None):
         url = path if path.startswith("http") else self.url + path
-        req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        headers = dict({"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}, **(headers or {}))
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)  # as a browser
         opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(req, timeout=30) as r:

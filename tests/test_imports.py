@@ -67,17 +67,20 @@ LAYERS = {
     "stampede": {"dagstate", "errors", "masterdb", "owned"},
     "ensview": {"db", "store", "errors", "masterdb", "model", "states", "owned"},
     "wfpages": {"browse", "charts", "pages", "stampede", "errors", "masterdb"},
+    "statspages": {"charts", "pages", "errors"},
+    "feeds": {"browse", "pages", "stampede", "errors", "__init__"},
     "empages": {"pages", "ensview", "errors", "masterdb", "states"},
     "dashboard": {"assets", "web", "config", "ensview", "pages", "stampede", "emproxy",
                   "empages", "errors",
-                  "masterdb", "states", "wfpages"},
+                  "masterdb", "states", "wfpages", "statspages", "feeds"},
 }
 CLIENT_SIDE = {"client", "fmt", "cli", "__main__", "legacy", "watch"}
 SERVER_SIDE = {"web", "assets", "db", "store", "ops", "api", "httpd", "daemon", "auth", "wire",
                "pam", "tls",
                "explain", "metrics", "importer", "notify",
                "masterdb", "owned", "monitoring", "emproxy", "userapp", "switch", "service_app",
-               "pservice", "browse", "stampede", "ensview", "wfpages", "empages", "dashboard"}
+               "pservice", "browse", "stampede", "ensview", "wfpages", "empages", "dashboard",
+               "statspages", "feeds"}
 LAZY_ALLOWED = {("cli", "daemon")}  # `pegasus-em server` imports the daemon inside a function
 
 
