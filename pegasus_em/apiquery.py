@@ -88,18 +88,18 @@ class Collection:
             return "[]", 0, 0
         known = {p: column_types(db, t) for p, t in self.aliases.items()}
         base, params, filtered = self._filtered(db, paging, known)
-        if filtered is None:
-            filtered = total
-        order = compile_order(paging.order, known, bool(self.group)) if paging.order \
-            else self.default_order
-        sql = "SELECT %s %s" % (obj_sql, base)
-        if order:
-            sql += " ORDER BY " + order
+        sql = "SELECT %s %s%s" % (obj_sql, base, self._order_by(paging, known))
         if paging.limit is not None or paging.start:
             sql += " LIMIT ? OFFSET ?"
             params += [-1 if paging.limit is None else paging.limit, paging.start or 0]
         rows = db.execute(sql, params).fetchall()
-        return "[%s]" % ",".join(r[0] for r in rows), total, filtered
+        return ("[%s]" % ",".join(r[0] for r in rows), total,
+                total if filtered is None else filtered)
+
+    def _order_by(self, paging, known):
+        order = compile_order(paging.order, known, bool(self.group)) if paging.order \
+            else self.default_order
+        return " ORDER BY " + order if order else ""
 
     def _filtered(self, db, paging, known):
         """(FROM ... clause, its parameters, records_filtered or None when unfiltered)."""
@@ -141,15 +141,17 @@ def json_object(fields):
 
 def json_value(column, declared):
     """SQL of one column's value as 5.x shows it: BOOLEAN as true/false, NUMERIC at its
-    scale (SQLite's own JSON would round a REAL to 15 digits)."""
+    scale (SQLite's own JSON would round a REAL to 15 digits, and write infinity as
+    `Inf`, which is not JSON: that becomes null)."""
     if declared.startswith("BOOL"):
-        return ("json(CASE WHEN %s IS NULL THEN 'null' WHEN %s THEN 'true' ELSE 'false' END)"
-                % (column, column))
+        return ("json(CASE WHEN {0} IS NULL THEN 'null' WHEN {0} THEN 'true' "
+                "ELSE 'false' END)".format(column))
     if declared.startswith(("NUMERIC", "DECIMAL")):
         match = _SCALE.match(declared)
         scale = int(match.group(1)) if match else DEFAULT_SCALE
-        return ("json(CASE WHEN %s IS NULL THEN 'null' ELSE printf('%%.%df', %s) END)"
-                % (column, scale, column))
+        return ("json(CASE WHEN typeof({0}) IN ('integer', 'real') AND abs({0}) < 1e300 "
+                "THEN printf('%.{1}f', {0}) WHEN typeof({0}) = 'real' THEN 'null' "
+                "ELSE json_quote({0}) END)".format(column, scale))
     return column
 
 

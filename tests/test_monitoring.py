@@ -6,6 +6,7 @@ broken (monitoring.py's docstring).  Requests go through UserApp as pegasus-serv
 without process switching serves them: as root, for a real local user."""
 
 import json
+import sqlite3
 import urllib.parse
 
 import pytest
@@ -408,3 +409,23 @@ def test_order_clause():
     for bad in ("r.bogus", "timestamp", "r.wf_id()", "r.wf_id desc", "r.wf_id + 1"):
         with pytest.raises(apiquery.InvalidOrder):
             apiquery.compile_order(bad, KNOWN)
+
+
+@pytest.mark.parametrize("declared, stored, shown", [
+    ("NUMERIC(16, 6)", 1700000000.123456, 1700000000.123456),
+    ("NUMERIC(10, 3)", 2, 2.0),
+    ("NUMERIC(10, 3)", None, None),
+    ("NUMERIC(10, 3)", float("inf"), None),  # SQLite would write `Inf`: not JSON
+    ("NUMERIC", "n/a", "n/a"),
+    ("BOOLEAN", 1, True),
+    ("BOOLEAN", 0, False),
+    ("BOOLEAN", None, None),
+    ("INTEGER", 7, 7),
+])
+def test_values_render_as_json_of_their_declared_type(declared, stored, shown):
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (x %s)" % declared)
+    db.execute("INSERT INTO t VALUES (?)", [stored])
+    sql = "SELECT json_object('x', %s) FROM t" % apiquery.json_value("x", declared)
+    value = json.loads(db.execute(sql).fetchone()[0])["x"]
+    assert value == shown and type(value) is type(shown)
