@@ -3,10 +3,14 @@ over a user's master DB and the STAMPEDE DBs it points to, read-only.
 
 Collections answer `{"records": [...], "_meta": {"records_total", "records_filtered"}}`,
 or 204 with no body when there is nothing at all; one record answers the object
-itself.  `m` (root workflow) is the master wf_id when all digits, else its wf_uuid;
-`w` likewise in the STAMPEDE DB.  Records are rendered as JSON by SQLite
-(json_object), which costs a fraction of building dicts in Python.  Runs as the
-user whose data it reads.
+itself; an error answers 5.x's `{"code", "message"}`.  `m` (root workflow) is the
+master wf_id when all digits, else its wf_uuid; `w` likewise in the STAMPEDE DB.
+Field names, counts and values are those of Pegasus 5.x's queries on the same
+databases (apiquery.py renders the records), except where 5.x is broken:
+`/job/running` lists jobs with a running try (5.x always answers 204), `/meta` and
+`/files` are the named workflow's (5.x gives the root's), and a file matched by a
+`query` counts once however many PFNs and metadata it has.  Runs as the user whose
+data it reads, or with that user's filesystem identity (owned.py).
 """
 
 import collections
@@ -16,9 +20,9 @@ import re
 import sqlite3
 import threading
 
+from .apiquery import Collection, Paging, json_object, table_fields, table_object
 from .errors import EMError, NotFound
-from .masterdb import (MASTER_DB, Collection, Connections, Paging, Unavailable, json_object,
-                       stampede_path, table_fields, table_object)
+from .masterdb import MASTER_DB, Connections, Unavailable, stampede_path
 from .owned import reader_uid
 
 _ID = r"([^/]+)"
@@ -49,6 +53,22 @@ class Result:
         return self.text.encode("utf-8")
 
 
+def error_result(e):
+    """5.x's error body for `e` (None: an unexpected failure): `code` beside `message`."""
+    if e is None:
+        return Result(500, json.dumps({"code": "UNKNOWN", "message": "Internal server error"}))
+    body = {"code": api_code(e), "message": e.message}
+    return Result(e.status, json.dumps(body, ensure_ascii=False))
+
+
+def api_code(e):
+    """NOT_FOUND, INVALID_QUERY, INVALID_ORDER, INVALID_QUERY_ARGUMENT or UNKNOWN."""
+    code = getattr(e, "api_code", None)
+    if code:
+        return code
+    return "NOT_FOUND" if isinstance(e, NotFound) and e.status == 404 else "UNKNOWN"
+
+
 class Monitoring:
     """Routes below /api/v1/user/<user>; `handle(home, rest, args)` -> Result."""
 
@@ -62,6 +82,7 @@ class Monitoring:
             (r"/root/%s/workflow" % _ID, self.workflows),
             (w, self.workflow),
             (w + "/meta", self.workflow_meta),
+            (w + "/files", self.files),
             (w + "/state", self.workflow_states),
             (w + "/job", self.jobs),
             (w + "/job/(running|successful|failed|failing)", self.jobs_by_state),
@@ -69,6 +90,7 @@ class Monitoring:
             (w + "/job/%s/task" % _NUM, self.job_tasks),
             (w + "/job/%s/job-instance" % _NUM, self.job_instances),
             (w + "/job/%s/job-instance/%s" % (_NUM, _NUM), self.job_instance),
+            (w + "/job-instance/%s" % _NUM, self.workflow_job_instance),
             (w + "/job/%s/job-instance/%s/state" % (_NUM, _NUM), self.job_states),
             (w + "/job/%s/job-instance/%s/invocation" % (_NUM, _NUM),
              self.job_invocations),
@@ -153,6 +175,15 @@ class Monitoring:
         db, wf_id = ctx.workflow(m, w)
         return ctx.simple(db, "workflow_meta", "wm", 'wm."wf_id" = ?', [wf_id], 'wm."key"')
 
+    def files(self, ctx, m, w):
+        """The workflow's files: `workflow_files` rows with their LFN, `pfns` and `meta`;
+        `query` and `order` take `l.` (rc_lfn), `p.` (rc_pfn) and `rm.` (rc_meta)."""
+        db, wf_id = ctx.workflow(m, w)
+        coll = Collection({"l": "rc_lfn", "p": "rc_pfn", "rm": "rc_meta"}, _FILE_JOINS,
+                          'f."wf_id" = ?', [wf_id], "f.rowid",
+                          count_from="workflow_files AS f", group="f.rowid")
+        return ctx.collect(db, coll, _file_object(db))
+
     def workflow_states(self, ctx, m, w):
         db, wf_id = ctx.workflow(m, w)
         return ctx.simple(db, "workflowstate", "ws", 'ws."wf_id" = ?', [wf_id],
@@ -163,11 +194,14 @@ class Monitoring:
         return ctx.simple(db, "job", "j", 'j."wf_id" = ?', [wf_id], 'j."job_id"')
 
     def jobs_by_state(self, ctx, m, w, state):
-        """Jobs by their latest instance (pegasus-facts §3.6); `failing` is still running
-        after an earlier instance failed."""
+        """Jobs with a try in `state`, each with its latest such try, as 5.x: `failed`
+        counts a job that failed once and then succeeded, and `failing` is a failed job
+        still running, shown with its latest failed try."""
         db, wf_id = ctx.workflow(m, w)
-        coll = Collection({"j": "job", "ji": "job_instance"}, "job AS j " + _LATEST_INSTANCE,
-                          'j."wf_id" = ? AND ' + _JOB_STATE[state], [wf_id], 'j."job_id"')
+        where = 'j."wf_id" = ?' + (" AND " + _STILL_RUNNING if state == "failing" else "")
+        coll = Collection({"j": "job", "ji": "job_instance"},
+                          "job AS j " + _LATEST_TRY % _TRY_STATE[state], where, [wf_id],
+                          'j."job_id"')
         return ctx.collect(db, coll, db.memo("job+instance", lambda: json_object(
             table_fields(db, "job", "j") + [("job_instance", table_object(
                 db, "job_instance", "ji", _HIDDEN_INSTANCE_FIELDS))])))
@@ -183,17 +217,23 @@ class Monitoring:
                           [wf_id, int(job_id)], 't."task_id"')
 
     def job_instances(self, ctx, m, w, job_id):
+        """A job's tries; `recent=true` (exactly, as 5.x) keeps the latest only."""
         db, wf_id = ctx.workflow(m, w)
         coll = Collection({"ji": "job_instance"}, 'job_instance AS ji JOIN job AS j '
                           'ON j."job_id" = ji."job_id"', 'j."wf_id" = ? AND ji."job_id" = ?',
-                          [wf_id, int(job_id)], 'ji."job_submit_seq"')
+                          [wf_id, int(job_id)], 'ji."job_submit_seq"',
+                          narrow=_RECENT_TRY if ctx.args.get("recent") == "true" else None)
         return ctx.collect(db, coll, table_object(db, "job_instance", "ji"))
 
     def job_instance(self, ctx, m, w, job_id, ji):
         db, wf_id = ctx.workflow(m, w)
         return ctx.one(db, "job_instance", "ji", 'ji."job_instance_id" = ? AND ji."job_id" = ? '
-                       'AND ji."job_id" IN (SELECT "job_id" FROM job WHERE "wf_id" = ?)',
-                       [int(ji), int(job_id), wf_id], "job instance", ji)
+                       'AND ' + _IN_WORKFLOW, [int(ji), int(job_id), wf_id], "job instance", ji)
+
+    def workflow_job_instance(self, ctx, m, w, ji):
+        db, wf_id = ctx.workflow(m, w)
+        return ctx.one(db, "job_instance", "ji", 'ji."job_instance_id" = ? AND ' + _IN_WORKFLOW,
+                       [int(ji), wf_id], "job instance", ji)
 
     def job_states(self, ctx, m, w, job_id, ji):
         db, wf_id = ctx.workflow(m, w)
@@ -251,18 +291,42 @@ _LATEST_MASTER_STATE = (
     "ORDER BY s.timestamp DESC, s.state = 'WORKFLOW_TERMINATED' DESC, "
     's.restart_count DESC LIMIT 1)')
 
-_LATEST_INSTANCE = (
-    'JOIN job_instance AS ji ON ji.job_instance_id = ('
-    'SELECT x.job_instance_id FROM job_instance AS x WHERE x.job_id = j.job_id '
-    'ORDER BY x.job_submit_seq DESC LIMIT 1)')
+# The latest try of a job in a state (`x`: its tries).
+_LATEST_TRY = (
+    'JOIN job_instance AS ji ON ji."job_instance_id" = ('
+    'SELECT x."job_instance_id" FROM job_instance AS x WHERE x."job_id" = j."job_id" '
+    'AND %s ORDER BY x."job_submit_seq" DESC LIMIT 1)')
 
-_JOB_STATE = {
-    "running": "ji.exitcode IS NULL",
-    "successful": "ji.exitcode = 0",
-    "failed": "ji.exitcode != 0",
-    "failing": ("ji.exitcode IS NULL AND EXISTS (SELECT 1 FROM job_instance AS y WHERE "
-                "y.job_id = j.job_id AND y.exitcode IS NOT NULL AND y.exitcode != 0)"),
+_TRY_STATE = {
+    "running": 'x."exitcode" IS NULL',
+    "successful": 'x."exitcode" = 0',
+    "failed": 'x."exitcode" != 0',
+    "failing": 'x."exitcode" != 0',
 }
+
+_STILL_RUNNING = ('EXISTS (SELECT 1 FROM job_instance AS y WHERE y."job_id" = j."job_id" '
+                  'AND y."exitcode" IS NULL)')
+
+_RECENT_TRY = ('ji."job_submit_seq" = (SELECT max(x."job_submit_seq") FROM job_instance AS x '
+               'WHERE x."job_id" = ji."job_id")')
+
+_IN_WORKFLOW = 'ji."job_id" IN (SELECT "job_id" FROM job WHERE "wf_id" = ?)'
+
+_FILE_JOINS = (
+    'workflow_files AS f LEFT JOIN rc_lfn AS l ON l."lfn_id" = f."lfn_id" '
+    'LEFT JOIN rc_pfn AS p ON p."lfn_id" = f."lfn_id" '
+    'LEFT JOIN rc_meta AS rm ON rm."lfn_id" = f."lfn_id"')
+
+
+def _file_object(db):
+    """One workflow_files row with `lfn`, and its `pfns` and `meta` as arrays."""
+    def array(table, alias, order):
+        return ('json((SELECT json_group_array(json(o)) FROM (SELECT %s AS o FROM %s AS %s '
+                'WHERE %s."lfn_id" = f."lfn_id" ORDER BY %s)))'
+                % (table_object(db, table, alias), table, alias, alias, order))
+    return db.memo("file", lambda: json_object(table_fields(db, "workflow_files", "f") + [
+        ("lfn", 'l."lfn"'), ("pfns", array("rc_pfn", "pf", 'pf."pfn_id"')),
+        ("meta", array("rc_meta", "md", 'md."key"'))]))
 
 
 def _root_object(db):

@@ -22,7 +22,7 @@ import urllib.parse
 from .dashboard import Dashboard
 from .emproxy import EMProxy
 from .errors import BadRequest, EMError, Forbidden, MethodNotAllowed, NotFound
-from .monitoring import Monitoring
+from .monitoring import Monitoring, error_result
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,17 @@ class UserApp:
     # ---- handlers ----------------------------------------------------------
 
     def monitoring_api(self, call, rest):
+        """Every answer, errors too, in 5.x's shape; `pretty-print` with any value (even
+        `false`, as 5.x reads it) indents the JSON."""
         args = call.args()
-        result = self.monitoring.handle(home_of(call.user), rest, args)
-        pretty = args.get("pretty-print", "").strip().lower() in ("1", "true")
+        try:
+            result = self.monitoring.handle(home_of(call.user), rest, args)
+        except EMError as e:
+            result = error_result(e)
+        except Exception:
+            log.exception("internal error in %s %s for %s", call.method, call.path, call.user)
+            result = error_result(None)
+        pretty = args.get("pretty-print", "") != ""
         return Reply(result.status, [("Content-Type", _JSON)], result.body(pretty))
 
     def user_ensembles(self, call, em_path):

@@ -52,7 +52,8 @@ LAYERS = {
     "tls": {"errors", "loops"},
     "owned": {"errors"},
     "masterdb": {"errors", "owned"},
-    "monitoring": {"errors", "masterdb", "owned"},
+    "apiquery": {"errors"},
+    "monitoring": {"apiquery", "errors", "masterdb", "owned"},
     "emproxy": {"config", "client", "errors"},
     "userapp": {"emproxy", "errors", "monitoring", "dashboard"},
     "switch": {"errors", "userapp", "loops"},
@@ -78,9 +79,9 @@ CLIENT_SIDE = {"client", "fmt", "cli", "__main__", "legacy", "watch"}
 SERVER_SIDE = {"web", "assets", "db", "store", "ops", "api", "httpd", "daemon", "auth", "wire",
                "pam", "tls",
                "explain", "metrics", "importer", "notify",
-               "masterdb", "owned", "monitoring", "emproxy", "userapp", "switch", "service_app",
-               "pservice", "browse", "stampede", "ensview", "wfpages", "empages", "dashboard",
-               "statspages", "feeds"}
+               "masterdb", "apiquery", "owned", "monitoring", "emproxy", "userapp", "switch",
+               "service_app", "pservice", "browse", "stampede", "ensview", "wfpages", "empages",
+               "dashboard", "statspages", "feeds"}
 LAZY_ALLOWED = {("cli", "daemon")}  # `pegasus-em server` imports the daemon inside a function
 
 

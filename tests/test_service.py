@@ -290,15 +290,19 @@ def test_monitoring_api(world):
     status, _, one = world.as_user(a, "GET", base + "/" + ROOT_UUID)
     assert one["wf_id"] == 1
     w = base + "/1/workflow/1"
+    # as 5.x: `failed` holds every job with a failed try, retry_ID1 (failing) too
     for path, count in (("/job", 4), ("/job/running", 2), ("/job/successful", 1),
-                        ("/job/failed", 1), ("/job/failing", 1), ("/host", 1), ("/task", 4),
+                        ("/job/failed", 2), ("/job/failing", 1), ("/host", 1), ("/task", 4),
                         ("/invocation", 3), ("/state", 2)):
         status, _, body = world.as_user(a, "GET", w + path)
         assert status == 200 and body["_meta"]["records_filtered"] == count, (path, body)
     status, _, body = world.as_user(a, "GET", base + "/1/workflow")
     assert [r["wf_uuid"] for r in body["records"]][0] == ROOT_UUID
     status, _, body = world.as_user(a, "GET", base + "/2/workflow")
-    assert status == 404 and "STAMPEDE" in body["message"]
+    assert status == 404 and "STAMPEDE" in body["message"] and body["code"] == "NOT_FOUND"
+    status, _, body = world.as_user(a, "GET", base + "?query=r.bogus%3D%3D1")
+    assert (status, body["code"]) == (400, "INVALID_QUERY")
+    assert one["archived"] is False
 
 
 def test_a_dead_worker_is_replaced(world):

@@ -1,6 +1,6 @@
-"""pegasus-service pieces in-process, no root needed: the query language, the
-monitoring API over real SQLite files, admin rules, the login cache, PAM
-wrapping, framing, and the front application under wsgiref's validator."""
+"""pegasus-service pieces in-process, no root needed: the monitoring API on missing,
+changing and foreign databases (test_monitoring.py has its routes), admin rules, the
+login cache, PAM wrapping, framing, and the front application under wsgiref's validator."""
 
 import io
 import json
@@ -12,58 +12,12 @@ import wsgiref.validate
 
 import pytest
 
-from pegasus_em import auth, masterdb, pam, service_app, switch
+from pegasus_em import auth, pam, service_app, switch
 from pegasus_em.errors import (BadRequest, ConfigError, EMError, NotFound, TooManyRequests,
                                Unauthorized)
 from pegasus_em.monitoring import Monitoring
 from pegasus_em.userapp import Call, Reply
-from service_fixtures import NEVER_STARTED_UUID, ROOT_UUID, SUB_UUID, make_pegasus_dbs
-
-KNOWN = {"r": {"wf_id", "dax_label", "timestamp"}, "ws": {"state", "status"}}
-
-
-# --------------------------------------------------------------------------- query language
-
-@pytest.mark.parametrize("text, sql, params", [
-    ("r.wf_id == 1", '"r"."wf_id" = ?', [1]),
-    ("r.dax_label != 'x' and ws.status is None",
-     '("r"."dax_label" != ? AND "ws"."status" IS NULL)', ["x"]),
-    ("ws.status == None or not r.wf_id > -2",
-     '("ws"."status" IS NULL OR (NOT "r"."wf_id" > ?))', [-2]),
-    ("r.wf_id in (1, 2)", '"r"."wf_id" IN (?, ?)', [1, 2]),
-    ("r.wf_id not in [3]", '"r"."wf_id" NOT IN (?)', [3]),
-    ("1 < r.wf_id <= 5", '(? < "r"."wf_id" AND "r"."wf_id" <= ?)', [1, 5]),
-    ("r.dax_label.like('dia%')", '"r"."dax_label" LIKE ? ESCAPE \'\\\'', ["dia%"]),
-    ("ws.state is not None", '"ws"."state" IS NOT NULL', []),
-])
-def test_query_language(text, sql, params):
-    assert masterdb.compile_query(text, KNOWN) == (sql, params)
-
-
-@pytest.mark.parametrize("text", [
-    "r.nope == 1", "x.wf_id == 1", "wf_id == 1", "r.wf_id", "r.wf_id == (1)(2)",
-    "__import__('os')", "r.wf_id == 1; drop", "r.wf_id in ()", "r.wf_id is 3",
-    "r.dax_label.upper() == 'X'", "r.wf_id + 1 == 2", "r.wf_id == 1 ==", "'x' * 10",
-])
-def test_invalid_queries_are_400(text):
-    with pytest.raises(BadRequest):
-        masterdb.compile_query(text, KNOWN)
-
-
-def test_order_clause():
-    assert masterdb.compile_order("-r.timestamp, r.wf_id", KNOWN) == \
-        '"r"."timestamp" DESC, "r"."wf_id" ASC'
-    for bad in ("r.bogus", "timestamp", "r.wf_id()", "r.wf_id desc"):
-        with pytest.raises(BadRequest):
-            masterdb.compile_order(bad, KNOWN)
-
-
-def test_paging_arguments():
-    p = masterdb.Paging.from_args({"start-index": "2", "max-results": "5"})
-    assert (p.start, p.limit, p.query, p.order) == (2, 5, None, None)
-    for args in ({"start-index": "x"}, {"max-results": "-1"}):
-        with pytest.raises(BadRequest):
-            masterdb.Paging.from_args(args)
+from service_fixtures import make_pegasus_dbs
 
 
 # --------------------------------------------------------------------------- monitoring API
@@ -77,71 +31,6 @@ def home(tmp_path):
 def get(mon, home, rest, **args):
     result = mon.handle(home, rest, args)
     return result.status, (json.loads(result.text) if result.text else None)
-
-
-def test_root_workflows_with_their_latest_state(home):
-    mon = Monitoring()
-    status, body = get(mon, home, "/root")
-    assert status == 200
-    assert body["_meta"] == {"records_total": 2, "records_filtered": 2}
-    first, second = body["records"]
-    assert (first["wf_uuid"], first["workflow_state"]["state"]) == \
-        (ROOT_UUID, "WORKFLOW_TERMINATED")
-    assert first["workflow_state"]["status"] == 1
-    assert second["wf_uuid"] == NEVER_STARTED_UUID and second["workflow_state"] is None
-    assert get(mon, home, "/root/" + ROOT_UUID)[1]["wf_id"] == 1
-    assert get(mon, home, "/root/2")[1]["wf_uuid"] == NEVER_STARTED_UUID
-
-
-def test_paging_ordering_and_queries(home):
-    mon = Monitoring()
-    _, body = get(mon, home, "/root", order="-r.wf_id")
-    assert [r["wf_id"] for r in body["records"]] == [2, 1]
-    _, body = get(mon, home, "/root", **{"start-index": "1"})
-    assert [r["wf_id"] for r in body["records"]] == [2]
-    _, body = get(mon, home, "/root", **{"max-results": "1"})
-    assert [r["wf_id"] for r in body["records"]] == [1]
-    _, body = get(mon, home, "/root", query="ws.state == 'WORKFLOW_TERMINATED'")
-    assert body["_meta"] == {"records_total": 2, "records_filtered": 1}
-    _, body = get(mon, home, "/root", query="r.dax_label == 'nothing'")
-    assert body == {"records": [], "_meta": {"records_total": 2, "records_filtered": 0}}
-    _, body = get(mon, home, "/root/1/workflow/1/job", query="j.exec_job_id.like('b%')")
-    assert [j["exec_job_id"] for j in body["records"]] == ["bad_ID1", "busy_ID1"]
-    with pytest.raises(BadRequest):
-        get(mon, home, "/root", query="r.nope == 1")
-
-
-def test_stampede_resources(home):
-    mon = Monitoring()
-    w = "/root/1/workflow/"
-    _, body = get(mon, home, "/root/1/workflow")
-    assert [r["wf_uuid"] for r in body["records"]] == [ROOT_UUID, SUB_UUID]
-    assert get(mon, home, w + SUB_UUID)[1]["wf_id"] == 2
-    assert get(mon, home, w + "1/job/2")[1]["exec_job_id"] == "bad_ID1"
-    states = {s: [r["exec_job_id"] for r in get(mon, home, w + "1/job/" + s)[1]["records"]]
-              for s in ("running", "successful", "failed", "failing")}
-    assert states == {"running": ["busy_ID1", "retry_ID1"], "successful": ["ok_ID1"],
-                      "failed": ["bad_ID1"], "failing": ["retry_ID1"]}
-    failing = get(mon, home, w + "1/job/failing")[1]["records"][0]
-    assert failing["job_instance"]["job_submit_seq"] == 2
-    assert "stdout_text" not in failing["job_instance"]
-    assert len(get(mon, home, w + "1/job/4/job-instance")[1]["records"]) == 2
-    assert get(mon, home, w + "1/job/4/job-instance/5")[1]["exitcode"] is None
-    assert len(get(mon, home, w + "1/job/4/job-instance/4/state")[1]["records"]) == 1
-    assert len(get(mon, home, w + "1/job/2/job-instance/2/invocation")[1]["records"]) == 1
-    assert get(mon, home, w + "1/meta")[1]["records"] == [
-        {"wf_id": 1, "key": "project", "value": "test"}]
-    assert get(mon, home, w + "1/host/1")[1]["hostname"] == "node1"
-    assert get(mon, home, w + "1/task/3")[1]["transformation"] == "tr::busy"
-    assert get(mon, home, w + "1/job/1/task")[1]["_meta"]["records_total"] == 1
-    assert get(mon, home, w + "1/invocation/1")[1]["exitcode"] == 0
-    assert get(mon, home, w + "2/job") == (204, None)  # the sub-workflow has no jobs
-    assert get(mon, home, w + "1/task/1/meta") == (204, None)
-    for missing in (w + "1/job/99", w + "9", "/root/7", w + "1/host/5"):
-        with pytest.raises(NotFound):
-            get(mon, home, missing)
-    with pytest.raises(NotFound):
-        get(mon, home, "/nothing")
 
 
 def test_missing_databases_are_404_and_never_created(tmp_path, home):
