@@ -48,8 +48,12 @@ def json_response(obj, status=200, headers=()):
     return Response(status, wire.encode(obj), _JSON + list(headers))
 
 
-def created(location):
-    return json_response(wire.message("created"), 201, [("Location", location)])
+def created(location, warning=None):
+    """201 + Location, as 5.x; `warning` (ours) says what will not work as it is."""
+    body = wire.message("created")
+    if warning:
+        body["warning"] = warning
+    return json_response(body, 201, [("Location", location)])
 
 
 status_line = web.status_line
@@ -285,7 +289,8 @@ class App:
             _json_list(f.get("workflow_args", "[]"), "workflow_args"),
             f.get("interval"), f.get("timeout"),
             _json_list(f.get("file_patterns", "[]"), "file_patterns"), f.get("basedir"))
-        return created(wire.trigger_url(req.base, t.ensemble, t.name))
+        return created(wire.trigger_url(req.base, t.ensemble, t.name),
+                       self.ops.script_warning(t.script))
 
 
 # ---- request parsing ------------------------------------------------------

@@ -8,6 +8,7 @@ request and hands the reply to `fmt`.  Transport lives in `client`, layouts in
 
 import argparse
 import datetime
+import difflib
 import json
 import os
 import re
@@ -23,10 +24,31 @@ class UsageError(Exception):
     """A bad argument found after argparse ran; reported exactly like argparse's own."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistyped verb gets the closest one, not the list of all 30."""
+
+    def _check_value(self, action, value):
+        if action.dest == "verb" and value not in action.choices:
+            verb = closest_verb(value, action.choices)
+            if verb:
+                raise argparse.ArgumentError(
+                    action, "invalid choice: %r (did you mean %s?)" % (value, verb))
+        super()._check_value(action, value)
+
+
+def closest_verb(word, choices):
+    """The verb `word` most likely stands for (the only one it begins, or the nearest
+    spelling), or None; an alias found stands for its verb."""
+    starting = {p.prog for name, p in choices.items() if name.startswith(word)}
+    found = sorted(starting) if len(starting) == 1 else [
+        choices[n].prog for n in difflib.get_close_matches(word, list(choices), 1, 0.7)]
+    return found[0].split()[-1] if found else None
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pegasus-em", description="Client for the Pegasus ensemble manager.")
     parser.add_argument("--version", action="version", version="pegasus-em %s" % __version__)
     _add_connection(parser, None)
@@ -267,7 +289,8 @@ def _check_submit(args):
         raise UsageError("Specify ENSEMBLE.WORKFLOW and planning command")
     exe = pathfind(args.command[0])
     if exe is None:
-        raise UsageError("invalid planning command: %s" % args.command[0])
+        raise UsageError("invalid planning command: %s (%s)"
+                         % (args.command[0], why_not_runnable(args.command[0])))
     args.plan_command = quote_command([exe] + args.command[1:])
     if args.run_after is not None:
         args.run_after = run_after(args.run_after)
@@ -306,6 +329,18 @@ def _is_exe(path):
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
+def why_not_runnable(command):
+    """What `pathfind` found wrong with `command`, in a few words."""
+    if not os.path.dirname(command):
+        here = "; for the one here, type ./%s" % command if os.path.isfile(command) else ""
+        return "no executable of that name in PATH%s" % here
+    if os.path.isdir(command):
+        return "a directory, not a script"
+    if not os.path.exists(command):
+        return "not found"
+    return "not executable: chmod +x %s" % command
+
+
 def quote_command(words):
     """5.x's plan_command wire format: every word in double quotes, space-separated."""
     return '"' + '" "'.join(words) + '"'
@@ -339,11 +374,20 @@ def _run(args):
             return args.func(args) or 0
         return args.func(_connect(args), args) or 0
     except client.ReplyError as e:
-        print("ERROR: %s" % e.message)  # on stdout, as 5.x prints server errors
+        print("ERROR: %s%s" % (e.message, _reply_hint(e)))  # on stdout, as 5.x prints them
         return 1
     except EMError as e:
         print("ERROR: %s" % e.message, file=sys.stderr)
         return e.exit_code
+
+
+def _reply_hint(e):
+    """A password refused by our daemon may be one it read before the file was edited."""
+    challenge = (e.headers or {}).get("WWW-Authenticate") or ""
+    if e.status != 401 or 'realm="pegasus-em"' not in challenge:
+        return ""
+    return (" (pegasus-em server reads USERNAME and PASSWORD from %s only when it starts: "
+            "restart it after editing that file)" % config.config_path())
 
 
 def _connect(args):
@@ -463,7 +507,7 @@ def cmd_rerun(api, args):
 
 
 def cmd_abort(api, args):
-    _set_workflow(api, args, {"state": "ABORTED"}, fmt.state)
+    _set_workflow(api, args, {"state": "ABORTED"}, fmt.aborting)
 
 
 def cmd_priority(api, args):
@@ -481,15 +525,22 @@ def _trigger_fields(args, kind):
     return fields
 
 
+def _warn(reply):
+    """What the server created but expects to fail (a trigger whose script is missing)."""
+    warning = reply.get("warning") if isinstance(reply, dict) else None
+    if warning:
+        print("WARNING: %s" % warning, file=sys.stderr)
+
+
 def cmd_cron_trigger(api, args):
-    api.post_form(_path("ensembles", args.ensemble, "triggers", "cron"),
-                  _trigger_fields(args, "CRON"))
+    _warn(api.post_form(_path("ensembles", args.ensemble, "triggers", "cron"),
+                        _trigger_fields(args, "CRON")))
 
 
 def cmd_file_pattern_trigger(api, args):
     fields = _trigger_fields(args, "FILE_PATTERN")
     fields["file_patterns"] = json.dumps(args.file_patterns)
-    api.post_form(_path("ensembles", args.ensemble, "triggers", "file_pattern"), fields)
+    _warn(api.post_form(_path("ensembles", args.ensemble, "triggers", "file_pattern"), fields))
 
 
 def cmd_triggers(api, args):

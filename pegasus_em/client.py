@@ -29,9 +29,10 @@ DEFAULT_TIMEOUT = 120  # seconds; `analyze` runs pegasus-analyzer on the server
 class ReplyError(ClientError):
     """The server answered, but not with 2xx; `message` is its explanation."""
 
-    def __init__(self, message, status):
+    def __init__(self, message, status, headers=None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 class Unreachable(ClientError):
@@ -98,9 +99,9 @@ class Client:
 
     def call(self, method, path, fields=None, body=None):
         """Like `request`, but return only the body and raise `ReplyError` on non-2xx."""
-        status, _headers, body = self.request(method, path, fields, body)
+        status, headers, body = self.request(method, path, fields, body)
         if not 200 <= status < 300:
-            raise ReplyError(error_message(status, body), status)
+            raise ReplyError(error_message(status, body), status, headers)
         return body
 
     def _build(self, method, path, fields, body=None):

@@ -160,6 +160,8 @@ class Daemon:
         self.triggers.start()
         self.notifier.start()
         log.info("pegasus-em %s serving %s (pid %d)", __version__, self.server.url, os.getpid())
+        say("pegasus-em %s serving %s (pid %d); log: %s"
+            % (__version__, self.server.url, os.getpid(), self.paths.log))
 
     def stop(self):
         log.info("shutting down")
@@ -174,6 +176,14 @@ class Daemon:
         except FileNotFoundError:
             pass
         os.close(self._lock_fd)
+
+
+def say(line):
+    """One line on stdout for whoever started us; a closed stdout must not stop us."""
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError):  # a closed pipe or file
+        pass
 
 
 def child_environment(cfg):

@@ -18,6 +18,12 @@ LOG_TAIL = 65536       # bytes of a log read for the lines that show a failure
 LOG_LINES = 5
 _FAILURE = re.compile(r"error|fatal|fail|abort|exception|traceback|denied|not found|"
                       r"no such|cannot|killed|exiting with status [1-9]", re.IGNORECASE)
+# dagman.out's progress tables and start-up banner: "Failed" heads a column of
+# every table and "No such file" is in every banner, yet neither tells what happened.
+_ROUTINE = re.compile(r"Un-Ready +Failed|^[\d/: ]*[=\d ]+$|Of \d+ nodes total:|"
+                      r"job proc\(s\) currently held|DAG status: 0 \(|Log last touched")
+_STARTING = re.compile(r"\(CONDOR_DAGMAN\) STARTING UP")
+_EXITING = re.compile(r"EXITING WITH STATUS")
 _ENDED_BADLY = W.FAILURES + (W.ABORTED,)
 _NEXT_STEP = {
     W.PLAN_FAILED: "`pegasus-em replan %s` plans it again",
@@ -100,9 +106,10 @@ def _queue(conn, e, w, parts, facts, kind, limit, total_limit, busy_state, setti
     facts["position"] = ahead + 1
     queue = "planning" if kind == "planning" else "run"
     if ahead:
-        parts.append("It is number %d in the %s queue of %s: %s come first (higher priority "
+        parts.append("It is number %d in the %s queue of %s: %s %s first (higher priority "
                      "than its %d, or the same and older)."
-                     % (ahead + 1, queue, e.name, _plural(ahead, "workflow"), w.priority))
+                     % (ahead + 1, queue, e.name, _plural(ahead, "workflow"),
+                        "comes" if ahead == 1 else "come", w.priority))
     else:
         parts.append("It is first in the %s queue of %s." % (queue, e.name))
     busy, count = store.in_state(conn, busy_state, e.id, SHOW)
@@ -163,9 +170,14 @@ def _failed(conn, e, w, limits, now, log_path, parts, facts):
     label = "%s.%s" % (e.name, w.name)
     if w.reason:
         parts[-1] = parts[-1][:-1] + ": %s." % w.reason.rstrip(".")
-    lines = failure_lines(log_path, w.submitdir if w.state == W.FAILED else None)
+    submitdir = w.submitdir if w.state == W.FAILED else None
+    last = last_words(submitdir)
+    lines = last or failure_lines(log_path, submitdir)
     facts["log"] = lines
-    if lines:
+    if last:
+        parts.append("The last lines its DAGMan wrote, with no EXITING line after them: %s."
+                     % " | ".join(last))
+    elif lines:
         parts.append("The log shows: %s." % " | ".join(lines))
     if w.state in _NEXT_STEP:
         parts.append("`pegasus-em analyze %s` shows the whole log; %s."
@@ -205,11 +217,33 @@ def failure_lines(log_path, submitdir=None):
     """The last lines of the workflow log (and, for a failed DAGMan, of dagman.out)
     that mention a failure; else the log's last lines."""
     lines = _tail(log_path)
-    if submitdir:
-        for path in sorted(glob.glob(os.path.join(glob.escape(submitdir), "*.dagman.out"))):
-            lines += _tail(path)
-    hits = [line for line in lines if _FAILURE.search(line)]
+    for path in _dagman_outs(submitdir):
+        lines += _last_run(_tail(path))
+    hits = [line for line in lines if _FAILURE.search(line) and not _ROUTINE.search(line)]
     return [line[:300] for line in (hits or lines[-3:])[-LOG_LINES:]]
+
+
+def last_words(submitdir):
+    """For a DAGMan that died (its last run in dagman.out has no EXITING line): the
+    last lines it wrote, without its progress tables; else []."""
+    for path in _dagman_outs(submitdir):
+        run = _last_run(_tail(path))
+        if run and not any(_EXITING.search(line) for line in run):
+            said = [line for line in run if not _ROUTINE.search(line)]
+            return [line[:300] for line in said[-LOG_LINES:]]
+    return []
+
+
+def _dagman_outs(submitdir):
+    if not submitdir:
+        return []
+    return sorted(glob.glob(os.path.join(glob.escape(submitdir), "*.dagman.out")))
+
+
+def _last_run(lines):
+    """The lines of DAGMan's last run: a rescue run appends to the same file."""
+    starts = [i for i, line in enumerate(lines) if _STARTING.search(line)]
+    return lines[starts[-1]:] if starts else lines
 
 
 def _tail(path):
@@ -219,7 +253,8 @@ def _tail(path):
             data = f.read()
     except OSError:
         return []
-    return [line.strip() for line in data.decode("utf-8", "replace").splitlines()
+    # Runs of blanks and tabs (DAGMan aligns with them) are one space in a paragraph.
+    return [" ".join(line.split()) for line in data.decode("utf-8", "replace").splitlines()
             if line.strip()]
 
 

@@ -57,6 +57,19 @@ def state(reply):
     return "State: %s" % text(reply.get("state"))
 
 
+# An abort of a busy workflow is a request: the engine stops it, then records ABORTED.
+_ABORTING = {"PLANNING": "its planner is being stopped, and it becomes ABORTED once the "
+                         "planner has exited",
+             "RUNNING": "its DAGMan is being removed, and it becomes ABORTED once DAGMan "
+                        "is gone"}
+
+
+def aborting(reply):
+    """`State: RUNNING` alone reads as a refused abort: say that it is under way."""
+    pending = _ABORTING.get(reply.get("state"))
+    return state(reply) + (" (abort requested: %s)" % pending if pending else "")
+
+
 def priority(reply):
     return "Priority: %s" % text(reply.get("priority"))
 
@@ -92,9 +105,10 @@ def history(rows, with_workflow=True):
 
 
 def why(reply, width=78):
-    """The explanation as a wrapped paragraph."""
+    """The explanation as a wrapped paragraph; a path longer than a line gets a line
+    of its own, whole, so that it can be copied."""
     return textwrap.fill(text((reply or {}).get("explanation")), width=width,
-                         break_on_hyphens=False)
+                         break_on_hyphens=False, break_long_words=False)
 
 
 def import_report(r):

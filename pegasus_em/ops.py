@@ -287,7 +287,20 @@ class Ops:
         self.wake_triggers()
         if purge:
             return "ensemble: %s, trigger: %s deleted" % (ensemble, name)
-        return "ensemble: %s, trigger: %s marked for deletion" % (ensemble, name)
+        # 5.x's words, though the trigger stays listed, STOPPED, with its history.
+        return ("ensemble: %s, trigger: %s marked for deletion (stopped; --purge forgets it)"
+                % (ensemble, name))
+
+    @staticmethod
+    def script_warning(script):
+        """Why a new trigger's firings will fail, or None.  5.x creates such a trigger
+        without a word, and so do we, but the reply says so at once: the script may be
+        put in place later."""
+        problem = script_problem(script)
+        if problem is None:
+            return None
+        return ("%s: the trigger is created, but each firing fails until that is fixed"
+                % problem)
 
     # ---- history ----------------------------------------------------------
 
@@ -376,6 +389,18 @@ _FAILURE_LINES = {
     WorkflowState.RUN_FAILED: "pegasus-run failure detected\n",
     WorkflowState.FAILED: "Workflow failure detected\n",
 }
+
+
+def script_problem(script):
+    """Why a trigger cannot run its workflow script, or None (the daemon runs as the
+    trigger's owner, so its view of the file is the one that counts)."""
+    if not os.path.exists(script):
+        return "workflow script %s does not exist" % script
+    if not os.path.isfile(script):
+        return "workflow script %s is not a file" % script
+    if not os.access(script, os.X_OK):
+        return "workflow script %s is not executable (chmod +x)" % script
+    return None
 
 
 def _trigger_name(name):

@@ -199,6 +199,58 @@ def test_why_a_failure_quotes_the_log_lines_that_show_it(stack):
     assert "`pegasus-em replan f.w` plans it again" in r["explanation"]
 
 
+_BANNER = ("12/04/26 10:00:00 ******************************************************\n"
+           "12/04/26 10:00:00 ** condor_scheduniv_exec.%d.0 (CONDOR_DAGMAN) STARTING UP\n"
+           "12/04/26 10:00:00 ** Log last touched time unavailable (No such file or "
+           "directory)\n")
+_PROGRESS = ("12/04/26 10:00:01 DAG status: 0 (DAG_STATUS_OK)\n"
+             "12/04/26 10:00:01 Of 4 nodes total:\n"
+             "12/04/26 10:00:01  Done     Pre   Queued    Post   Ready   Un-Ready   Failed\n"
+             "12/04/26 10:00:01   ===     ===      ===     ===     ===        ===      ===\n"
+             "12/04/26 10:00:01     1       0        1       0       0          2        0\n"
+             "12/04/26 10:00:01 0 job proc(s) currently held\n")
+
+
+def _failed_with_dagman_out(s, text):
+    s.ensemble("d")
+    s.submit("d", "w")
+    submitdir = os.path.join(s.ensembles, "run0001")
+    os.makedirs(submitdir)
+    with open(os.path.join(submitdir, "w-0.dag.dagman.out"), "w") as f:
+        f.write(text)
+    move(s, "d", "w", W.PLANNING, W.QUEUED, W.RUNNING, submitdir=submitdir)
+    move(s, "d", "w", W.FAILED, reason="DAGMan died (pid 7) without finishing")
+    return why(s, "d", "w")
+
+
+def test_why_quotes_the_last_words_of_a_dagman_that_died(stack):
+    """The rescue run died: its last lines, not its progress tables nor the first
+    run's failure (which its EXITING line closed)."""
+    r = _failed_with_dagman_out(stack, (
+        _BANNER % 1 + "12/04/26 10:00:01 ERROR: the following job(s) failed:\n" + _PROGRESS
+        + "12/04/26 10:00:02 **** condor_scheduniv_exec.1.0 (condor_DAGMAN) pid 5 EXITING "
+          "WITH STATUS 1\n"
+        + _BANNER % 2 + "12/04/26 10:05:00 Submitting HTCondor Node sim_ID1 job(s)...\n"
+        + "12/04/26 10:05:00 \tassigned HTCondor ID (9.0.0)\n" + _PROGRESS))
+    assert r["log"] == ["12/04/26 10:00:00 ** condor_scheduniv_exec.2.0 (CONDOR_DAGMAN) "
+                        "STARTING UP",
+                        "12/04/26 10:05:00 Submitting HTCondor Node sim_ID1 job(s)...",
+                        "12/04/26 10:05:00 assigned HTCondor ID (9.0.0)"]
+    assert "The last lines its DAGMan wrote, with no EXITING line after them: " \
+        in r["explanation"]
+
+
+def test_why_quotes_a_dagman_failure_without_its_progress_tables(stack):
+    r = _failed_with_dagman_out(stack, (
+        _BANNER % 1 + _PROGRESS + "12/04/26 10:00:01 ERROR: the following job(s) failed:\n"
+        + _PROGRESS + "12/04/26 10:00:02 **** condor_scheduniv_exec.1.0 (condor_DAGMAN) pid 5 "
+                      "EXITING WITH STATUS 1\n"))
+    assert r["log"] == ["12/04/26 10:00:01 ERROR: the following job(s) failed:",
+                        "12/04/26 10:00:02 **** condor_scheduniv_exec.1.0 (condor_DAGMAN) pid 5 "
+                        "EXITING WITH STATUS 1"]
+    assert "The log shows: 12/04/26 10:00:01 ERROR" in r["explanation"]
+
+
 def test_why_with_ten_thousand_queued_answers_within_50_ms(stack):
     stack.ensemble("big", max_planning=2)
     bulk_submit(stack, "big", 10000)

@@ -79,9 +79,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(size).decode("utf-8")
         em = self.server.em
         em.requests.append(Recorded(self.command, self.path, self.headers, body))
-        status, ctype, payload = em.replies.get(
-            (self.command, self.path), (404, "application/json", b'{"message": "no route"}'))
+        status, ctype, payload, headers = em.replies.get(
+            (self.command, self.path), (404, "application/json", b'{"message": "no route"}', {}))
         self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -104,10 +106,11 @@ class FakeEM:
         self.httpd.em = self
         self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
 
-    def reply(self, method, path, body=None, status=200, ctype="application/json"):
+    def reply(self, method, path, body=None, status=200, ctype="application/json",
+              headers=None):
         if not isinstance(body, bytes):
             body = b"" if body is None else json.dumps(body).encode()
-        self.replies[(method, path)] = (status, ctype, body)
+        self.replies[(method, path)] = (status, ctype, body, headers or {})
 
     @property
     def last(self):
@@ -206,6 +209,22 @@ def test_no_verb_is_a_usage_error(capsys):
     assert "usage: pegasus-em" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("typo,verb", [("stauts", "status"), ("sumbit", "submit"),
+                                       ("ensemble", "ensembles"), ("triger", "triggers"),
+                                       ("stop", "stop-trigger"), ("cron", "cron-trigger"),
+                                       ("hitsory", "history")])
+def test_a_mistyped_verb_gets_the_closest_one(typo, verb, capsys):
+    assert cli.main([typo, "x.y"]) == 2
+    err = capsys.readouterr().err
+    assert "error: argument VERB: invalid choice: %r (did you mean %s?)\n" % (typo, verb) in err
+    assert "choose from" not in err
+
+
+def test_a_word_like_no_verb_still_lists_them(capsys):
+    assert cli.main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate' (choose from " in capsys.readouterr().err
+
+
 def test_url_is_accepted_before_and_after_the_verb():
     assert cli.parse_args(["--url", "http://a:1", "ensembles"]).url == "http://a:1"
     assert cli.parse_args(["ensembles", "--url", "http://b:2"]).url == "http://b:2"
@@ -295,18 +314,20 @@ def test_submit_searches_path_for_a_bare_name(planner, monkeypatch):
     assert cli.parse_args(["submit", "e.w", "plan.sh"]).plan_command == '"%s"' % planner
 
 
-@pytest.mark.parametrize("command", ["./missing.sh", "no-such-planner-anywhere"])
-def test_submit_rejects_an_unknown_command(command, capsys, monkeypatch, tmp_path):
+@pytest.mark.parametrize("command,why", [
+    ("./missing.sh", "not found"),
+    ("no-such-planner-anywhere", "no executable of that name in PATH"),
+    ("plan.txt", "no executable of that name in PATH; for the one here, type ./plan.txt"),
+    ("./plan.txt", "not executable: chmod +x ./plan.txt"),
+    ("./sub", "a directory, not a script")])
+def test_submit_says_why_a_command_cannot_run(command, why, capsys, monkeypatch, tmp_path):
+    """5.x's words, then what is wrong: a script without its x bit is the usual case."""
+    (tmp_path / "plan.txt").write_text("not a program")
+    (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path)
     assert cli.main(["submit", "e.w", command]) == 2
-    assert "error: invalid planning command: %s\n" % command in capsys.readouterr().err
-
-
-def test_submit_rejects_a_file_that_is_not_executable(tmp_path, monkeypatch, capsys):
-    (tmp_path / "plan.txt").write_text("not a program")
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(["submit", "e.w", "./plan.txt"]) == 2
-    assert "invalid planning command: ./plan.txt" in capsys.readouterr().err
+    assert "error: invalid planning command: %s (%s)\n" % (command, why) \
+        in capsys.readouterr().err
 
 
 def test_submit_needs_a_command(capsys):
@@ -417,6 +438,23 @@ def test_status_shows_reason_and_blanks_for_nulls(utc):
     assert lines[9] == "Submit Dir:   "
     assert lines[-1] == "Reason:       pegasus-plan exited with status 1"
     assert "Reason" not in fmt.status(dict(wf, reason=""))
+
+
+def test_abort_of_a_busy_workflow_says_it_is_under_way():
+    """5.x's `State: RUNNING`, then why it is not ABORTED yet."""
+    assert fmt.aborting({"state": "ABORTED"}) == "State: ABORTED"
+    assert fmt.aborting({"state": "RUNNING"}) == (
+        "State: RUNNING (abort requested: its DAGMan is being removed, and it becomes "
+        "ABORTED once DAGMan is gone)")
+    assert fmt.aborting({"state": "PLANNING"}).startswith(
+        "State: PLANNING (abort requested: its planner is being stopped")
+
+
+def test_why_never_breaks_a_long_word():
+    path = "/home/someone/" + "deep/" * 20 + "run0001"
+    out = fmt.why({"explanation": "It was planned into %s, a long path." % path})
+    assert path + "," in out.splitlines()
+    assert out.split() == ["It", "was", "planned", "into", path + ",", "a", "long", "path."]
 
 
 def test_state_priority_and_limits():
@@ -660,6 +698,33 @@ def test_json_error_prints_its_message_on_stdout(em, capsys):
              status=404)
     assert run(em, "workflows", "nope") == 1
     assert capsys.readouterr().out == "ERROR: No such ensemble: nope\n"
+
+
+def test_a_refused_password_of_the_daemon_says_it_reads_service_py_at_start(em, capsys,
+                                                                             service_py):
+    em.reply("GET", "/ensembles", {"message": "Invalid username or password"}, status=401,
+             headers={"WWW-Authenticate": 'Basic realm="pegasus-em"'})
+    assert run(em, "ensembles") == 1
+    assert capsys.readouterr().out == (
+        "ERROR: Invalid username or password (pegasus-em server reads USERNAME and PASSWORD "
+        "from %s only when it starts: restart it after editing that file)\n" % service_py)
+
+
+def test_a_refused_password_of_pegasus_service_gets_no_such_hint(em, capsys):
+    """pegasus-service asks PAM: service.py has nothing to do with it."""
+    em.reply("GET", "/ensembles", {"message": "Invalid username or password"}, status=401,
+             headers={"WWW-Authenticate": 'Basic realm="Pegasus Service", charset="UTF-8"'})
+    assert run(em, "ensembles") == 1
+    assert capsys.readouterr().out == "ERROR: Invalid username or password\n"
+
+
+def test_a_trigger_created_with_a_warning_prints_it_on_stderr(em, capsys):
+    em.reply("POST", "/ensembles/myruns/triggers/cron", {
+        "message": "created", "warning": "workflow script /x.sh does not exist: ..."},
+        status=201)
+    assert run(em, "cron-trigger", "myruns", "tick", "30s", "/x.sh") == 0
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == "WARNING: workflow script /x.sh does not exist: ...\n"
 
 
 def test_text_error_prints_the_raw_body(em, capsys):
