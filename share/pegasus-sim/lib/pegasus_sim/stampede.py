@@ -10,7 +10,7 @@ import os
 import sqlite3
 import sys
 
-from . import osutil, schema
+from . import schema
 from .masterdb import plan_epoch
 
 def path_of(bd):
