@@ -85,7 +85,7 @@ def build_stampede(path, jobs):
     for j in range(1, jobs + 1):
         job_rows.append((j, 1, "job_ID%07d" % j, "00/00/job_ID%07d.sub" % j, "compute", 0, 1, "/bin/true",
                          "-i a -o b", 1))
-        task_rows.append((j, j, 1, "ID%07d" % j, xforms[j % 4], "-i a -o b", "compute"))
+        task_rows.append((j, 1, j, "ID%07d" % j, xforms[j % 4], "-i a -o b", "compute"))  # task_id, wf_id, job_id
         tries = 2 if j % 25 == 0 else 1
         for t in range(tries):
             ji_id += 1

@@ -94,7 +94,7 @@ class World:
             return "EXITING WITH STATUS" in text and not os.path.exists(os.path.join(self.dirs[name], "monitord.pid"))
         for name in ("ok", "failed", "retried", "hier", "hierfail"):
             wait_until(lambda: ended(name), 20, message="%s to finish" % name)
-        wait_until(lambda: self.instances("failing", "sim_ID0000002") == [1, None], 20,
+        wait_until(lambda: self.instances("failing", "sim_ID0000002") == [256, None], 20,
                    message="the failing job's retry")
         wait_until(lambda: self.instances("running", "sim_ID0000001") == [None], 20, message="a running job")
         wait_until(lambda: self.died(), 20, message="the DAGMan to die")

@@ -189,7 +189,7 @@ def test_failed_run_leaves_rescue_dag_and_rerun_succeeds(sim):
     text = sim.dagman_out(submit_dir)
     assert "Aborting DAG..." in text and "DAG status: 2 (DAG_STATUS_NODE_FAILED)" in text
     report = sim.run("pegasus-analyzer", submit_dir)
-    assert report.returncode == 0 and "# jobs failed      :      1 (25.00%)" in report.stdout
+    assert report.returncode == 2 and "# jobs failed      :      1 (25.00%)" in report.stdout
     assert "sim_ID0000002" in report.stdout and "simulated failure" in report.stdout
     assert "Failure" in sim.run("pegasus-status", submit_dir).stdout
     assert sim.run("pegasus-run", submit_dir).returncode == 0
@@ -346,14 +346,15 @@ def test_successful_run_writes_its_stampede_db(sim):
     for ji, in db.execute("SELECT job_instance_id FROM job_instance"):
         assert [r[0] for r in db.execute("SELECT state FROM jobstate WHERE job_instance_id = ?"
                                          " ORDER BY jobstate_submit_seq", (ji,))] == JOB_STATES_OK
-    row = db.execute("SELECT ji.stdout_file, ji.stdout_text, ji.host_id, h.hostname, ji.site, ji.sched_id"
-                     " FROM job_instance ji JOIN host h ON h.host_id = ji.host_id JOIN job j"
-                     " ON j.job_id = ji.job_id WHERE j.exec_job_id = 'sim_ID0000001'").fetchone()
-    assert row[1] == open(os.path.join(submit_dir, row[0])).read() and row[3] == socket.gethostname()
-    assert row[4] == "condorpool" and re.match(r"^\d+\.0$", row[5])
+    row = db.execute("SELECT ji.stdout_file, ji.stdout_text, ji.host_id, ji.site, ji.sched_id FROM job_instance ji"
+                     " JOIN job j ON j.job_id = ji.job_id WHERE j.exec_job_id = 'sim_ID0000001'").fetchone()
+    text = open(os.path.join(submit_dir, row[0])).read()
+    assert row[1] == "#@ 1 stdout%0A" + text.replace("\n", "%0A")  # URL-quoted, as monitord stores it
+    assert row[2] is None and row[3] == "condorpool" and re.match(r"^\d+\.0$", row[4])
+    assert db.execute("SELECT count(*) FROM host").fetchone() == (0,)  # monitord learns hosts from kickstart
     inv = db.execute("SELECT transformation, exitcode, task_submit_seq FROM invocation ORDER BY invocation_id")
-    assert inv.fetchall() == [("pegasus::dirmanager", 0, 1), ("sim::preprocess", 0, 1), ("sim::findrange", 0, 1),
-                              ("pegasus::cleanup", 0, 1)]
+    assert inv.fetchall() == [(x, 0, seq) for x in ("pegasus::dirmanager", "sim::preprocess", "sim::findrange",
+                                                     "pegasus::cleanup") for x, seq in ((x, 1), ("dagman::post", -2))]
     assert db.execute("SELECT count(*) FROM task").fetchone() == (2,)
     db.close()
 
@@ -364,12 +365,13 @@ def test_job_failures_knob_retries_a_job_then_succeeds(sim):
     assert "RETRY sim_ID0000002 1" in open(os.path.join(submit_dir, "diamond-0.dag")).read()
     assert "Retrying node sim_ID0000002 (retry #1 of 1)..." in sim.dagman_out(submit_dir)
     db = stampede(sim, submit_dir)
-    assert instances(db)["sim_ID0000002"] == [(3, 1), (4, 0)]
+    assert instances(db)["sim_ID0000002"] == [(3, 256), (4, 0)]  # the POST script's 1 as a wait status
     first, second = db.execute("SELECT stderr_text, stderr_file FROM job_instance ji JOIN job j USING (job_id)"
                                " WHERE j.exec_job_id = 'sim_ID0000002' ORDER BY job_submit_seq").fetchall()
     assert "simulated failure of sim_ID0000002" in first[0] and first[1] == "00/00/sim_ID0000002.err.000"
     assert second == ("", "00/00/sim_ID0000002.err.001")
-    assert db.execute("SELECT exitcode FROM invocation ORDER BY invocation_id").fetchall()[2:4] == [(2,), (0,)]
+    assert db.execute("SELECT exitcode FROM invocation ORDER BY invocation_id").fetchall()[4:8] == [
+        (512,), (256,), (0,), (0,)]  # the job's exit 2 and the POST script's 1, then the retry
     assert db.execute("SELECT max_retries FROM job WHERE exec_job_id = 'sim_ID0000002'").fetchone() == (1,)
     db.close()
 
@@ -383,7 +385,7 @@ def test_failed_run_then_rescue_run_in_the_stampede_db(sim):
     assert db.execute("SELECT state, restart_count, status FROM workflowstate ORDER BY timestamp, state"
                       ).fetchall() == sim.states()
     assert instances(db) == {"create_dir_diamond_0_local": [(1, 0)], "sim_ID0000001": [(2, 0)],
-                             "sim_ID0000002": [(3, 1), (4, 0)], "cleanup_diamond_0_local": [(5, 0)]}
+                             "sim_ID0000002": [(3, 256), (4, 0)], "cleanup_diamond_0_local": [(5, 0)]}
     assert db.execute("SELECT count(*) FROM job").fetchone() == (4,)  # jobs are not added again
     db.close()
 
@@ -403,7 +405,7 @@ def test_subworkflow_knob_writes_a_hierarchical_workflow(sim):
     dag_job = db.execute("SELECT j.type_desc, ji.subwf_id, ji.exitcode FROM job j JOIN job_instance ji"
                          " USING (job_id) WHERE j.exec_job_id = 'pegasus-plan_ID0000005'").fetchall()
     assert dag_job == [("dag", 2, 0)]
-    assert instances(db, 2) == {"sim_ID0000001": [(5, 0)], "sim_ID0000002": [(6, 0)]}
+    assert instances(db, 2) == {"sim_ID0000001": [(1, 0)], "sim_ID0000002": [(2, 0)]}  # its own sequence
     assert db.execute("SELECT state, status FROM workflowstate WHERE wf_id = 2 ORDER BY timestamp").fetchall() == [
         ("WORKFLOW_STARTED", None), ("WORKFLOW_TERMINATED", 0)]
     assert "EXITING WITH STATUS 0" in open(os.path.join(sub_dir, "sub5-0.dag.dagman.out")).read()
@@ -417,11 +419,11 @@ def test_stall_knob_keeps_a_job_running_until_removed(sim):
     wait_until(lambda: started(sim))
     db = stampede(sim, submit_dir)
     wait_until(lambda: len(instances(db).get("sim_ID0000002", [])) == 2)  # the schema is there at once
-    assert instances(db)["sim_ID0000002"] == [(3, 1), (4, None)]  # failing: retried, running again
+    assert instances(db)["sim_ID0000002"] == [(3, 256), (4, None)]  # failing: retried, running again
     assert sim.states() == [("WORKFLOW_STARTED", 0, None)]
     assert sim.run("pegasus-remove", submit_dir).returncode == 0
     assert sim.wait_exit(submit_dir) == 2
     assert db.execute("SELECT state FROM jobstate WHERE job_instance_id = 4 ORDER BY jobstate_submit_seq"
-                      ).fetchall() == [("SUBMIT",), ("JOB_ABORTED",)]
+                      ).fetchall() == [("SUBMIT",)]  # DAGMan logs no event for the job it removes
     assert db.execute("SELECT status FROM workflowstate WHERE state = 'WORKFLOW_TERMINATED'").fetchall() == [(2,)]
     db.close()

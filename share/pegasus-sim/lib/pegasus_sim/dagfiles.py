@@ -5,6 +5,7 @@ Shapes follow the real 5.0.5 samples (pegasus-facts.md 2.2).
 
 import os
 
+from . import staticbp
 
 TRANSFORMATIONS = ("sim::preprocess", "sim::findrange", "sim::analyze")
 DAGMAN_XFORMATION = "condor::dagman"
@@ -38,6 +39,31 @@ def job_type(name):
     return "compute", TRANSFORMATIONS[(index - 1) % len(TRANSFORMATIONS)], task
 
 
+class Job:
+    """One DAG node as the planner describes it in static.bp (and the sim's own monitord reads it back)."""
+
+    __slots__ = ("name", "type_desc", "transformation", "task_id", "executable", "argv", "max_retries")
+
+    def __init__(self, name, type_desc, transformation, task_id, executable, argv, max_retries=0):
+        self.name, self.type_desc, self.transformation = name, type_desc, transformation
+        self.task_id, self.executable, self.argv, self.max_retries = task_id, executable, argv, max_retries
+
+
+def jobs_of(nodes, bindir, retries=0):
+    """[Job] of the planned nodes: compute jobs run /bin/true on one task, sub-workflow jobs a DAGMan."""
+    jobs = []
+    for name, _ in nodes:
+        type_desc, xformation, task = job_type(name)
+        executable = "%s/pegasus-sim-dagman" % bindir if type_desc == "dag" else "/bin/true"
+        argv = dag_arguments(name) if type_desc == "dag" else ("-i f.a -o f.%s" % task[-1].lower() if task else None)
+        jobs.append(Job(name, type_desc, xformation, task, executable, argv, retries))
+    return jobs
+
+
+def dag_arguments(name):
+    return "-p 0 -f -l . -Dag %s-0.dag" % subworkflow_label(name)
+
+
 def subworkflow_label(name):
     """sub-workflow node pegasus-plan_ID0000005 -> the label of the workflow it runs (sub5)."""
     return "sub%d" % int(name.rsplit("ID", 1)[-1])
@@ -63,13 +89,13 @@ def dag_text(label, nodes, bindir, retries=0):
 
 def job_sub_text(bd, name, site):
     submit_dir = bd["submit_dir"]
-    type_desc, xformation, _ = job_type(name)
+    type_desc, xformation, task = job_type(name)
     attrs = [("pegasus_generator", '"Pegasus"'), ("pegasus_root_wf_uuid", '"%s"' % bd["root_wf_uuid"]),
              ("pegasus_wf_uuid", '"%s"' % bd["wf_uuid"]), ("pegasus_version", '"%s"' % bd["planner_version"]),
              ("pegasus_wf_name", '"%s"' % bd["pegasus_wf_name"]), ("pegasus_wf_time", '"%s"' % bd["timestamp"]),
              ("pegasus_wf_xformation", '"%s"' % xformation),
-             ("pegasus_wf_dag_job_id", '"%s"' % name), ("pegasus_job_class", "11" if type_desc == "dag" else "1"),
-             ("pegasus_site", '"%s"' % site)]
+             ("pegasus_wf_dag_job_id", '"%s"' % name), ("pegasus_wf_dax_job_id", '"%s"' % (task or "null")),
+             ("pegasus_job_class", "11" if type_desc == "dag" else "1"), ("pegasus_site", '"%s"' % site)]
     lines = ["######################################################################",
              "# PEGASUS WMS GENERATED SUBMIT FILE",
              "# DAG : %s, Index = 0, Count = null" % bd["dax_label"],
@@ -79,7 +105,7 @@ def job_sub_text(bd, name, site):
     if type_desc == "dag":
         sub_dir = "%s/00/00/%s_%s" % (submit_dir, subworkflow_label(name), name.rsplit("_", 1)[-1])
         lines += ["executable = %s/pegasus-sim-dagman" % bd["bindir"],
-                  "arguments = -p 0 -f -l . -Dag %s-0.dag" % subworkflow_label(name),
+                  'arguments = "%s"' % dag_arguments(name),
                   "initialdir = %s" % sub_dir,
                   'environment = "_CONDOR_DAGMAN_LOG=%s/%s-0.dag.dagman.out"' % (sub_dir, subworkflow_label(name))]
     else:
@@ -138,7 +164,7 @@ def pegasus_appended(bd, sites, bindir):
 
 
 def write_plan(submit_dir, bd, nodes, sites, bindir, retries=0):
-    """All planner outputs except braindump.yml (written last, as the 'plan done' mark)."""
+    """All planner outputs except braindump.yml (written last, as the 'plan done' mark), static.bp included."""
     os.makedirs(os.path.join(submit_dir, "00", "00"), exist_ok=True)
     for name, site in nodes:
         with open(os.path.join(submit_dir, "00", "00", name + ".sub"), "w") as f:
@@ -148,3 +174,5 @@ def write_plan(submit_dir, bd, nodes, sites, bindir, retries=0):
     with open(os.path.join(submit_dir, bd["dag"] + ".condor.sub"), "w") as f:
         f.write(dagman_sub_text(bd["dag"], bindir, pegasus_appended(bd, sites, bindir)))
     open(os.path.join(submit_dir, bd["notify"]), "a").close()
+    with open(staticbp.path_for(submit_dir, bd["dag"]), "w") as f:
+        f.write(staticbp.text(bd["wf_uuid"], jobs_of(nodes, bindir, retries)))

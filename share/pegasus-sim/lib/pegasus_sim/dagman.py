@@ -1,8 +1,10 @@
 """The fake DAGMan job: condor_dagman, pegasus-dagman and pegasus-monitord in one process.
 
 Started detached by the fake schedd (schedd.py).  It runs the DAG's nodes as a
-chain in simulated time, appending to <dag>.dagman.out, jobstate.log and the
-master DB exactly what the real trio would, and honours the knobs (knobs.py).
+chain in simulated time, appending to <dag>.dagman.out what condor_dagman would.
+Then either Pegasus's own pegasus-monitord, when installed (realmonitord.py),
+or the simulator's writer (record.py) turns those lines into jobstate.log, the
+STAMPEDE DB and the master DB, as monitord does.  Knobs: knobs.py.
 Signals: SIGUSR1 = condor_rm, SIGUSR2 = condor_hold (log held jobs, then stop).
 """
 
@@ -14,13 +16,13 @@ import signal
 import sys
 import time
 
-from . import CONDOR_VERSION, braindump, dagfiles, knobs, masterdb, osutil
+from . import CONDOR_VERSION, braindump, knobs, osutil, realmonitord
 from . import dagman_out as out
-from .monitord import Monitord
+from .record import Recorder
 from .schedd import COMPLETED, HELD, REMOVED, RUNNING, Schedd, parse_submit
-from .stampede import Job, Stampede, path_of
 
 EVENT_STEPS = 4  # submit, execute, terminate, post script: the waits per node
+POST_SCRIPT = re.compile(r"SCRIPT (?:PRE|POST)\s+(\S+)\s(\S+)\s(.*)", re.IGNORECASE)  # monitord's reading
 
 
 def main(argv, early=()):
@@ -30,7 +32,7 @@ def main(argv, early=()):
         return 1
     m = re.search(r"condor_scheduniv_exec\.(\d+)\.", os.path.basename(argv[0]))
     cluster = int(m.group(1)) if m else int(os.environ.get("CONDOR_ID", "0").split(".")[0])
-    return DagRun(dag, cluster, argv, early).run()
+    return RootRun(dag, cluster, argv, early).run()
 
 
 def read_dag(path):
@@ -41,6 +43,16 @@ def read_dag(path):
         if len(parts) >= 3 and parts[0] == "JOB":
             nodes.append((parts[1], parts[2]))
     return nodes
+
+
+def post_scripts(path):
+    """{node: (executable, arguments)} of the DAG's SCRIPT POST lines."""
+    found = {}
+    for line in osutil.read_text(path).splitlines():
+        m = POST_SCRIPT.search(line)
+        if m and line.split()[1].upper() == "POST":
+            found[m.group(1)] = (m.group(2), m.group(3))
+    return found
 
 
 def latest_rescue(dag):
@@ -54,95 +66,54 @@ def rescue_done(path):
             if line.startswith("DONE ") and len(line.split()) > 1}
 
 
+class Flags:
+    """What the signal handlers record; a nested (sub-workflow) run shares its parent's."""
+
+    def __init__(self):
+        self.removed = False
+        self.hold_requested = False
+
+
 class DagRun:
-    def __init__(self, dag, cluster, argv, early=()):
-        self.dag, self.cluster, self.argv = dag, cluster, argv
+    """One DAGMan run over one DAG in the current directory: the node chain and its dagman.out."""
+
+    def __init__(self, dag, cluster, flags, out_file=None):
+        self.dag, self.cluster, self.flags = dag, cluster, flags
         self.id = "%d.0" % cluster
-        self.out = os.environ.get("_CONDOR_DAGMAN_LOG") or dag + ".dagman.out"
+        self.out = os.path.abspath(out_file or dag + ".dagman.out")
+        self.dir = os.getcwd()
         self.schedd = Schedd()
         self.bd = braindump.read(".")  # None: a plain DAG, no Pegasus monitoring
-        props = braindump.properties_of(".", self.bd)
-        self.knobs = knobs.load(props)
-        self.db = masterdb.path_for(props) if self.bd else None
-        self.monitord = Monitord(".", self.bd.get("jsd")) if self.bd else None
         self.nodes = read_dag(dag)
         self.subs = {name: parse_submit(sub) for name, sub in self.nodes}
+        self.posts = post_scripts(dag)
         self.sites = {name: attrs.get("pegasus_site", "local") for name, (_, attrs) in self.subs.items()}
         self.done, self.failed = set(), None
-        self.current, self.phase, self.node_id, self.seq = None, None, None, 0
-        self.stampede = Stampede(path_of(self.bd)) if self.bd else None
-        self.wf_id, self.job_ids, self.ji, self.exec_at, self.submits = None, {}, None, None, 0
-        self._started_ts = 0
-        self.started = self.removed = self.hold_requested = False
-        self._signals(early)
+        self.current, self.phase, self.node_id, self.t = None, None, None, time.time()
+        self.rec, self.sub_run, self.started = None, None, False
 
-    # -- signals and waiting ------------------------------------------------
-    def _signals(self, early=()):
-        self.wake, w = os.pipe()
-        os.set_blocking(w, False)
-        os.set_blocking(self.wake, False)
-        signal.set_wakeup_fd(w)
-        signal.signal(signal.SIGUSR1, lambda *a: setattr(self, "removed", True))
-        signal.signal(signal.SIGUSR2, lambda *a: setattr(self, "hold_requested", True))
-        # A caller that blocked these (a daemon thread's mask survives exec) must not mute condor_rm.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT})
-        if signal.SIGUSR1 in early:  # signals that came before these handlers
-            self.removed = True
-        if signal.SIGUSR2 in early:
-            self.hold_requested = True
-
-    def wait(self, seconds):
-        """Sleep in simulated time (None: until condor_rm), waking at once for condor_rm / condor_hold."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while not self.removed:
-            if self.hold_requested:
-                self.hold_requested = False
-                self._hold()
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return
-            select.select([self.wake], [], [], left)
-            try:
-                os.read(self.wake, 512)
-            except BlockingIOError:
-                pass
-
-    def _hold(self):
-        """Held by condor_hold: log our running job as held, stop until condor_release."""
-        ad = self.schedd.get(self.cluster)
-        if not ad or ad.get("JobStatus") != HELD:
-            return
-        self._job_event("ULOG_JOB_HELD", "JOB_HELD", ["  Hold reason: %s" % ad.get("HoldReason")], held=1)
-        os.kill(os.getpid(), signal.SIGSTOP)
-        if not self.removed:  # condor_rm of a held job continues us only to abort
-            self._job_event("ULOG_JOB_RELEASED", "JOB_RELEASED", [], held=0)
-
-    def _job_event(self, ulog, state, extra, held):
-        if not (self.started and self.current):
-            return
-        self.log("Event: %s for HTCondor Node %s (%d.0.0) {%s}" % (ulog, self.current, self.node_id,
-                                                                   out.stamp()), *extra)
-        self.write(out.progress(0, self.counts(), held=held))
-        self.jobstate((state, "%d.0" % self.node_id))
-        self.record([state], reason=extra[0].strip() if extra else None)
+    @property
+    def removed(self):
+        return self.flags.removed
 
     # -- output helpers -----------------------------------------------------
+    def tick(self):
+        """The time of the next dagman.out event; monitord keeps its whole second."""
+        self.t = time.time()
+        return int(self.t)
+
     def write(self, text):
         osutil.append(self.out, text)
 
     def log(self, *texts):
-        self.write(out.lines(*texts))
+        self.write(out.lines(*texts, t=self.t))
 
-    def jobstate(self, *events):
-        if self.monitord and self.current:
-            site = self.sites.get(self.current, "local")
-            self.monitord.job([(self.current, state, value, site, self.seq) for state, value in events])
+    def progress(self, status, held=0):
+        self.write(out.progress(status, self.counts(), held=held, t=self.t))
 
-    def record(self, states, reason=None, **fields):
-        """The same events in the STAMPEDE DB: jobstate rows of the current instance, its fields."""
-        if self.stampede and self.ji is not None:
-            self.stampede.states(self.ji, states, time.time(), reason)
-            self.stampede.update(self.ji, **fields)
+    def event(self, ulog):
+        return "Event: %s for HTCondor Node %s (%d.0.0) {%s}" % (ulog, self.current, self.node_id,
+                                                               out.stamp(self.t))
 
     def counts(self):
         total, done = len(self.nodes), len(self.done)
@@ -153,112 +124,8 @@ class DagRun:
                 "Ready": ready, "Un-Ready": left - futile - ready, "Failed": int(bool(self.failed)),
                 "Futile": futile}
 
-    def db_call(self, fn, *args):
-        """Master-DB trouble is logged, never fatal: monitord carries on the same way."""
-        try:
-            return fn(self.db, *args)
-        except Exception as e:  # noqa: BLE001 - any DB error must not kill the run
-            sys.stderr.write("pegasus-sim: master DB %s: %s\n" % (self.db, e))
-
-    # -- the run ------------------------------------------------------------
-    def run(self):
-        self.wait(self.knobs["START_DELAY"])  # idle in the queue
-        if self.removed:
-            return 0
-        self.schedd.update(self.cluster, JobStatus=RUNNING)
-        ad = self.schedd.get(self.cluster)
-        if ad:
-            self.schedd.log_event(ad, "001", "Job executing on host: <127.0.0.1:9618?sim>")
-        previous = out.blocks(osutil.read_text(self.out))
-        self.attempt = len(previous) + 1
-        self.start(previous)
-        if knobs.attempt_fails(self.knobs, self.attempt, "DAGMAN_DIE"):
-            self.die()
-        fail = knobs.attempt_fails(self.knobs, self.attempt, "RUN_FAIL")
-        pending = [n for n in self.nodes if n[0] not in self.done]
-        retries = self.knobs["JOB_FAILURES"]
-        dt = self._run_budget() / max(1, EVENT_STEPS * (len(pending) + retries))
-        fail_at = max(len(self.nodes) // 2, len(self.nodes) - len(pending))
-        for index, (name, sub) in enumerate(self.nodes):
-            if self.removed or self.failed:
-                break
-            if name in self.done:
-                continue
-            if os.path.exists(self.dag + ".halt"):
-                return self.finish(1, 6, ["Exiting because DAG is halted and no jobs or scripts are running"])
-            tries = 1 + (retries if index == fail_at else 0)
-            for attempt in range(1, tries + 1):
-                fails = index == fail_at and (fail or attempt <= retries)
-                if not self.run_node(name, sub, fails, dt, retry=attempt < tries):
-                    break
-                self.log("Retrying node %s (retry #%d of %d)..." % (name, attempt, retries))
-        if self.removed:
-            return self.finish(2, 4, ["Received SIGUSR1", "Aborting DAG..."])
-        if self.failed:
-            return self.finish(1, 2, self.failure_report() + ["Aborting DAG..."])
-        return self.finish(0, 0, ["All jobs Completed!"])
-
-    def _run_budget(self):
-        """RUN_SECONDS counted from when pegasus-run started (PEGASUS_SIM_T0), less only
-        the tools' own start-up: the deliberate START_DELAY in the queue is not run time."""
-        try:
-            elapsed = time.time() - float(os.environ["PEGASUS_SIM_T0"])
-        except (KeyError, ValueError):
-            elapsed = 0.0
-        overhead = elapsed - self.knobs["START_DELAY"]
-        return max(0.0, self.knobs["RUN_SECONDS"] - max(0.0, overhead))
-
-    def start(self, previous):
-        """The STARTING UP block, monitord start, master DB rows."""
-        self.started = True
-        self.rescue_no, rescue = latest_rescue(self.dag)
-        if rescue:
-            self.done = rescue_done(rescue)
-        self.write(self.header())
-        if self.monitord:
-            self.seq = self._submit_count()
-            self.monitord.started()
-            if previous and out.summarize(previous[-1])["exit"] is None:
-                # monitord's answer to two starts in a row: the earlier run ended with 2
-                self.monitord.internal("DAGMAN_FINISHED", 2)
-                self.db_call(masterdb.workflow_terminated, self.bd["wf_uuid"], self.attempt - 2, 2,
-                             time.time() - 1)
-            self.monitord.internal("DAGMAN_STARTED", self.id)
-        parsing = []
-        if rescue:
-            parsing = ["Found rescue DAG number %d; running %s in combination with normal DAG file"
-                       % (self.rescue_no, rescue), "USING RESCUE DAG %s" % rescue]
-        self.log(*(parsing + ["Parsing 1 dagfiles", "Parsing %s ..." % self.dag,
-                              "Dag contains %d total jobs" % len(self.nodes), "Bootstrapping...",
-                              "Number of pre-completed nodes: %d" % len(self.done)]))
-        if self.monitord:
-            self.stampede.prepare()  # the file the master row's db_url names exists first
-            ts = self.db_call(masterdb.workflow_started, self.bd, self.attempt - 1) or int(time.time())
-            self.stampede_start(ts, previous and out.summarize(previous[-1])["exit"] is None)
-        osutil.write_atomic(self.dag + ".lock", "%d\n" % os.getpid())
-        self.write(out.progress(0, self.counts()) + out.lines("Registering condor_event_timer..."))
-
-    def stampede_start(self, ts, after_sudden_death):
-        """Workflow, jobs and tasks (first run), then WORKFLOW_STARTED, as monitord's stampede loader."""
-        self._started_ts = ts
-        bd = dict(self.bd, db_url=masterdb.stampede_url(self.bd))
-        self.wf_id = self.stampede.workflow(bd, [self.job(name) for name, _ in self.nodes])
-        if self.wf_id is None:
-            return
-        self.job_ids = self.stampede.job_ids(self.wf_id)
-        if after_sudden_death:
-            self.stampede.workflow_state(self.wf_id, "WORKFLOW_TERMINATED", ts - 1, self.attempt - 2, 2)
-        self.stampede.workflow_state(self.wf_id, "WORKFLOW_STARTED", ts, self.attempt - 1)
-
-    def job(self, name):
-        type_desc, xformation, task = dagfiles.job_type(name)
-        commands = self.subs.get(name, ({}, {}))[0]
-        argv = commands.get("arguments") or ("-i f.a -o f.%s" % (task or name)[-1].lower() if task else None)
-        return Job(name, type_desc, xformation, task, commands.get("executable", "/bin/true"), argv,
-                   self.knobs["JOB_FAILURES"])
-
-    def header(self):
-        args = ["condor_scheduniv_exec.%s" % self.id] + self.argv[1:]
+    def header(self, argv):
+        args = ["condor_scheduniv_exec.%s" % self.id] + argv[1:]
         return out.lines(
             "******************************************************",
             "** condor_scheduniv_exec.%s (CONDOR_DAGMAN) STARTING UP" % self.id,
@@ -275,90 +142,109 @@ class DagRun:
             "Workflow batch-id: <%s>" % self.id,
             "Workflow batch-name: <%s+%d>" % (self.dag, self.cluster),
             "DAG Lockfile will be written to %s.lock" % self.dag,
-            "DAG Input file is %s" % self.dag)
+            "DAG Input file is %s" % self.dag, t=self.t)
 
-    def _submit_count(self):
-        text = osutil.read_text(self.monitord.jobstate)
-        return sum(1 for line in text.splitlines() if " SUBMIT " in line)
+    def parsing(self, rescue_no=0, rescue=None):
+        lines = []
+        if rescue:
+            lines = ["Found rescue DAG number %d; running %s in combination with normal DAG file"
+                     % (rescue_no, rescue), "USING RESCUE DAG %s" % rescue]
+        self.log(*(lines + ["Parsing 1 dagfiles", "Parsing %s ..." % self.dag,
+                            "Dag contains %d total jobs" % len(self.nodes), "Bootstrapping...",
+                            "Number of pre-completed nodes: %d" % len(self.done)]))
 
-    def die(self):
-        """Sudden death: a node in flight, then gone without a word (monitord.pid stays)."""
-        name, sub = next(((n, s) for n, s in self.nodes if n not in self.done), (None, None))
-        if name:
-            self.submit(name, sub)
-        os._exit(137)
-
-    def submit(self, name, sub):
-        self.current, self.phase = name, "queued"
-        self.node_id = self.schedd.new_cluster()
-        self.seq += 1
-        self.submits += 1
-        self.log("Submitting HTCondor Node %s job(s)..." % name,
-                 "Submitting node %s from file %s using direct job submission" % (name, sub),
-                 "\tassigned HTCondor ID (%d.0.0)" % self.node_id, "Just submitted 1 job this cycle...")
-        self.write(out.progress(0, self.counts()))
-        self.jobstate(("SUBMIT", "%d.0" % self.node_id))
-        self.try_no = len(glob.glob(glob.escape(os.path.join("00", "00", name)) + ".out.[0-9][0-9][0-9]"))
-        self.ji = None
-        if self.stampede and name in self.job_ids:
-            base = os.path.join("00", "00", "%s.%%s.%03d" % (name, self.try_no))
-            self.ji = self.stampede.submit(self.job_ids[name], self.seq, "%d.0" % self.node_id,
-                                           self.sites.get(name, "local"), os.getcwd(), base % "out",
-                                           base % "err", time.time())
+    # -- the nodes ------------------------------------------------------------
+    def run_nodes(self, dt, fail_at, fail, retries):
+        """The chain; the node at `fail_at` fails (always if `fail`, else its first `retries` tries)."""
+        for index, (name, sub) in enumerate(self.nodes):
+            if self.removed or self.failed:
+                return None
+            if name in self.done:
+                continue
+            if os.path.exists(self.dag + ".halt"):
+                return "halted"
+            tries = 1 + (retries if index == fail_at else 0)
+            for attempt in range(1, tries + 1):
+                fails = index == fail_at and (fail or attempt <= retries)
+                if not self.run_node(name, sub, fails, dt, retry=attempt < tries):
+                    break
+                self.log("Retrying node %s (retry #%d of %d)..." % (name, attempt, retries))
+        return None
 
     def run_node(self, name, sub, fail, dt, retry=False):
         """One try of a node through submit, execute, terminate and POST (stops early on condor_rm).
         True when it failed and DAGMan retries it (`retry`: a retry is left)."""
         self.submit(name, sub)
-        ev = "Event: %%s for HTCondor Node %s (%d.0.0) {%%s}" % (name, self.node_id)
-        cid = "%d.0" % self.node_id
-        if self.submits == self.knobs["STALL_AT"]:
+        if self.stalls():
             self.wait(None)  # this job never ends: only condor_rm gets us out
         for step in range(3):
             self.wait(dt)
             if self.removed:
-                self.jobstate(("JOB_ABORTED", cid))
-                self.record(["JOB_ABORTED"])
                 return False
             if step == 0:
-                self.log("Currently monitoring 1 HTCondor log file(s)", ev % ("ULOG_SUBMIT", out.stamp()),
-                         "Number of idle job procs: 1", ev % ("ULOG_EXECUTE", out.stamp()),
-                         "Number of idle job procs: 0")
-                self.jobstate(("EXECUTE", cid))
-                self.exec_at = time.time()
-                host = self.stampede.host(self.wf_id, self.sites.get(name, "local")) if self.ji else None
-                self.record(["EXECUTE"], host_id=host)
-                if dagfiles.job_type(name)[0] == "dag":
-                    from .subwf import SubWorkflow  # only hierarchical plans need it
-                    fail = not SubWorkflow(self, name, self.subs[name][0]).run(fail, dt)
+                fail = self.execute(name, fail, dt)
             elif step == 1:
-                self.terminate(name, ev, cid, fail)
+                self.terminate(name, fail)
             else:
-                self.post(name, ev, cid, fail, retry)
+                self.post(name, fail, retry)
         self.wait(dt)
         return fail and retry
 
-    def terminate(self, name, ev, cid, fail):
+    def stalls(self):
+        return False
+
+    def submit(self, name, sub):
+        self.current, self.phase = name, "queued"
+        self.node_id = self.schedd.new_cluster()
+        self.try_no = self.tries_so_far(name)
+        sub_run = self.plan_subworkflow(name)  # what the node's PRE script does for real
+        self.tick()
+        self.log("Submitting HTCondor Node %s job(s)..." % name,
+                 "Submitting node %s from file %s using direct job submission" % (name, sub),
+                 "\tassigned HTCondor ID (%d.0.0)" % self.node_id, "Just submitted 1 job this cycle...")
+        self.progress(0)
+        self.log("Currently monitoring 1 HTCondor log file(s)", self.event("ULOG_SUBMIT"),
+                 "Number of idle job procs: 1")
+        if self.rec:
+            self.rec.submit(name, sub_run)
+        self.sub_run = sub_run
+
+    def tries_so_far(self, name):
+        """Earlier submissions of the node (a dead DAGMan's included): monitord numbers .out.NNN by them."""
+        mark = "Event: ULOG_SUBMIT for HTCondor Node %s (" % name
+        return osutil.read_text(self.out).count(mark)
+
+    def plan_subworkflow(self, name):
+        if self.subs[name][1].get("pegasus_wf_xformation") != "condor::dagman":
+            return None
+        from .subwf import SubRun  # only hierarchical plans need it
+        return SubRun.plan(self, name)
+
+    def execute(self, name, fail, dt):
+        """ULOG_EXECUTE; a sub-workflow node runs its workflow now.  -> whether the node fails."""
+        self.tick()
+        self.log("Currently monitoring 1 HTCondor log file(s)", self.event("ULOG_EXECUTE"),
+                 "Number of idle job procs: 0")
+        if self.rec:
+            self.rec.execute()
+        if self.sub_run is not None:
+            fail = not self.sub_run.run(fail, dt / (EVENT_STEPS * 2))
+        return fail
+
+    def terminate(self, name, fail):
         self.write_job_files(name, fail)
         self.phase = "post"
-        self.log("Currently monitoring 1 HTCondor log file(s)", ev % ("ULOG_JOB_TERMINATED", out.stamp()),
+        self.tick()
+        self.log("Currently monitoring 1 HTCondor log file(s)", self.event("ULOG_JOB_TERMINATED"),
                  "Number of idle job procs: 0",
-                 "Node %s job proc (%s.0) %s" % (name, cid, "failed with status 2." if fail
-                                                 else "completed successfully."),
+                 "Node %s job proc (%d.0.0) %s" % (name, self.node_id, "failed with status 2." if fail
+                                                   else "completed successfully."),
                  "Node %s job completed" % name, "Running POST script of Node %s..." % name)
-        self.write(out.progress(0, self.counts()))
-        self.jobstate(("JOB_TERMINATED", cid), ("JOB_FAILURE", 2) if fail else ("JOB_SUCCESS", 0),
-                      ("POST_SCRIPT_STARTED", cid))
-        if self.ji is not None:
-            now = time.time()
-            start = self.exec_at or now
-            base = os.path.join("00", "00", "%s.%%s.%03d" % (name, self.try_no))
-            self.record(["JOB_TERMINATED", "JOB_FAILURE" if fail else "JOB_SUCCESS", "POST_SCRIPT_STARTED"],
-                        local_duration=round(now - start, 3), stdout_text=osutil.read_text(base % "out"),
-                        stderr_text=osutil.read_text(base % "err"))
-            self.stampede.invocation(self.wf_id, self.ji, self.job(name), start, now - start, 2 if fail else 0)
+        self.progress(0)
+        if self.rec:
+            self.rec.terminate(fail)
 
-    def post(self, name, ev, cid, fail, retry=False):
+    def post(self, name, fail, retry=False):
         self.phase = None
         if fail and not retry:
             self.failed = name
@@ -366,24 +252,22 @@ class DagRun:
             self.done.add(name)
         result = (["POST Script of node %s failed with status 1" % name, "POST for Node %s returned 1" % name]
                   if fail else ["POST Script of node %s completed successfully." % name])
-        self.log("Currently monitoring 1 HTCondor log file(s)",
-                 ev % ("ULOG_POST_SCRIPT_TERMINATED", out.stamp()), *result)
-        self.write(out.progress(2 if fail and not retry else 0, self.counts()))
-        self.jobstate(("POST_SCRIPT_TERMINATED", cid),
-                      ("POST_SCRIPT_FAILURE", 1) if fail else ("POST_SCRIPT_SUCCESS", cid))
-        self.record(["POST_SCRIPT_TERMINATED", "POST_SCRIPT_FAILURE" if fail else "POST_SCRIPT_SUCCESS"],
-                    exitcode=1 if fail else 0)
+        self.tick()
+        self.log("Currently monitoring 1 HTCondor log file(s)", self.event("ULOG_POST_SCRIPT_TERMINATED"),
+                 *result)
+        self.progress(2 if fail and not retry else 0)
+        if self.rec:
+            self.rec.post(fail)
         if not fail or retry:
             self.current = None
 
     def write_job_files(self, name, fail):
         """<node>.out.NNN / .err.NNN, the files pegasus-analyzer shows for a failed job."""
-        base = os.path.join("00", "00", name)
-        os.makedirs(os.path.dirname(base), exist_ok=True)
-        n = len(glob.glob(glob.escape(base) + ".out.[0-9][0-9][0-9]"))
-        osutil.write_atomic("%s.out.%03d" % (base, n), "pegasus-sim: node %s ran on %s (DAGMan %s)\n"
+        base = os.path.join("00", "00", "%s.%%s.%03d" % (name, self.try_no))
+        os.makedirs(os.path.join("00", "00"), exist_ok=True)
+        osutil.write_atomic(base % "out", "pegasus-sim: node %s ran on %s (DAGMan %s)\n"
                             % (name, osutil.hostname(), self.id))
-        osutil.write_atomic("%s.err.%03d" % (base, n), "pegasus-sim: simulated failure of %s: exit status 2"
+        osutil.write_atomic(base % "err", "pegasus-sim: simulated failure of %s: exit status 2"
                             " (PEGASUS_SIM_RUN_FAIL / PEGASUS_SIM_RUN_FAIL_ATTEMPTS / PEGASUS_SIM_JOB_FAILURES)\n"
                             % name if fail else "")
 
@@ -398,11 +282,10 @@ class DagRun:
                 " HTCondor Job ID: (%d.0.0)" % self.node_id,
                 "---------------------------------------\t<END>"]
 
-    def finish(self, code, dag_status, first_lines):
-        """The end of a run: dagman.out tail, rescue DAG, monitord/DB end, leave the queue."""
-        rescue = []
-        if code:
-            rescue = self.write_rescue()
+    def ending(self, code, dag_status, first_lines, rescue_no):
+        """The dagman.out tail of a run: what went wrong, rescue DAG, statistics, EXITING."""
+        rescue = self.write_rescue(rescue_no) if code else []
+        self.tick()
         self.log(*(first_lines + rescue + [
             "Note: 0 total job deferrals because of -MaxJobs limit (0)",
             "Note: 0 total job deferrals because of -MaxIdle limit (1000)",
@@ -410,23 +293,23 @@ class DagRun:
             "Note: 0 total PRE script deferrals because of -MaxPre limit (20) or DEFER",
             "Note: 0 total POST script deferrals because of -MaxPost limit (20) or DEFER",
             "Note: 0 total HOLD script deferrals because of -MaxHold limit (20) or DEFER"]))
-        self.write(out.progress(dag_status, self.counts()) + out.lines(
-            "Wrote metrics file %s.metrics." % self.dag,
-            "**** condor_scheduniv_exec.%s (condor_DAGMAN) pid %d EXITING WITH STATUS %d"
-            % (self.id, os.getpid(), code)))
-        if self.monitord:
-            self.monitord.internal("DAGMAN_FINISHED", code)
-            self.db_call(masterdb.workflow_terminated, self.bd["wf_uuid"], self.attempt - 1, code)
-            if self.wf_id is not None:
-                self.stampede.workflow_state(self.wf_id, "WORKFLOW_TERMINATED", max(int(time.time()), self._started_ts),
-                                             self.attempt - 1, code)
-            self.monitord.finished(0)
-        osutil.remove(self.dag + ".lock")
-        self.leave_queue(code)
-        return code
+        self.progress(dag_status)
+        self.log("Wrote metrics file %s.metrics." % self.dag,
+                 "**** condor_scheduniv_exec.%s (condor_DAGMAN) pid %d EXITING WITH STATUS %d"
+                 % (self.id, os.getpid(), code))
 
-    def write_rescue(self):
-        number = self.rescue_no + 1
+    def end_status(self, halted):
+        """(exit code, DAG status, first lines of the tail) of a run that stopped."""
+        if halted:
+            return 1, 6, ["Exiting because DAG is halted and no jobs or scripts are running"]
+        if self.removed:
+            return 2, 4, ["Received SIGUSR1", "Aborting DAG..."]
+        if self.failed:
+            return 1, 2, self.failure_report() + ["Aborting DAG..."]
+        return 0, 0, ["All jobs Completed!"]
+
+    def write_rescue(self, rescue_no):
+        number = rescue_no + 1
         path = "%s.rescue%03d" % (self.dag, number)
         failed = [self.failed] if self.failed else []
         osutil.write_atomic(path, "".join([
@@ -440,6 +323,143 @@ class DagRun:
                 "Removing any/all submitted HTCondor jobs...",
                 "Running: %s -const DAGManJobId==%d" % (osutil.tool("condor_rm"), self.cluster)]
 
+
+class RootRun(DagRun):
+    """The DAGMan job the schedd started: the queue, signals, runs counted in dagman.out, the master DB."""
+
+    def __init__(self, dag, cluster, argv, early=()):
+        self.argv = argv
+        self.flags = Flags()
+        self._signals(early)
+        self.knobs = knobs.load(braindump.properties_of(".", braindump.read(".")))
+        super().__init__(dag, cluster, self.flags, os.environ.get("_CONDOR_DAGMAN_LOG"))
+        real = realmonitord.command() if self.bd else None
+        self.rec = Recorder(self) if self.bd and not real else None
+        self.monitord = None
+        if real:  # started as pegasus-dagman starts it, before DAGMan writes a line
+            self.monitord = realmonitord.start(real, self.out)
+        self.submits = 0
+
+    # -- signals and waiting ------------------------------------------------
+    def _signals(self, early=()):
+        self.wake, w = os.pipe()
+        os.set_blocking(w, False)
+        os.set_blocking(self.wake, False)
+        signal.set_wakeup_fd(w)
+        signal.signal(signal.SIGUSR1, lambda *a: setattr(self.flags, "removed", True))
+        signal.signal(signal.SIGUSR2, lambda *a: setattr(self.flags, "hold_requested", True))
+        # A caller that blocked these (a daemon thread's mask survives exec) must not mute condor_rm.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT})
+        self.flags.removed = signal.SIGUSR1 in early  # signals that came before these handlers
+        self.flags.hold_requested = signal.SIGUSR2 in early
+
+    def wait(self, seconds):
+        """Sleep in simulated time (None: until condor_rm), waking at once for condor_rm / condor_hold."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not self.removed:
+            if self.flags.hold_requested:
+                self.flags.hold_requested = False
+                self._hold()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            select.select([self.wake], [], [], left)
+            try:
+                os.read(self.wake, 512)
+            except BlockingIOError:
+                pass
+
+    def _hold(self):
+        """Held by condor_hold: log our running job as held, stop until condor_release."""
+        ad = self.schedd.get(self.cluster)
+        if not ad or ad.get("JobStatus") != HELD:
+            return
+        reason = ad.get("HoldReason")
+        self._job_event("ULOG_JOB_HELD", ["  Hold reason: %s" % reason], held=1)
+        if self.rec and self.current:
+            self.rec.held(reason)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        if not self.removed:  # condor_rm of a held job continues us only to abort
+            self._job_event("ULOG_JOB_RELEASED", [], held=0)
+            if self.rec and self.current:
+                self.rec.released()
+
+    def _job_event(self, ulog, extra, held):
+        if self.started and self.current:
+            self.tick()
+            self.log("Currently monitoring 1 HTCondor log file(s)", self.event(ulog), *extra)
+            self.progress(0, held=held)
+
+    # -- the run ------------------------------------------------------------
+    def run(self):
+        self.wait(self.knobs["START_DELAY"])  # idle in the queue
+        if self.removed:
+            return 0
+        self.schedd.update(self.cluster, JobStatus=RUNNING)
+        ad = self.schedd.get(self.cluster)
+        if ad:
+            self.schedd.log_event(ad, "001", "Job executing on host: <127.0.0.1:9618?sim>")
+        previous = out.blocks(osutil.read_text(self.out))
+        self.attempt = len(previous) + 1
+        self.start(previous)
+        if knobs.attempt_fails(self.knobs, self.attempt, "DAGMAN_DIE"):
+            self.die()
+        pending = [n for n in self.nodes if n[0] not in self.done]
+        retries = self.knobs["JOB_FAILURES"]
+        dt = self._run_budget() / max(1, EVENT_STEPS * (len(pending) + retries))
+        fail_at = max(len(self.nodes) // 2, len(self.nodes) - len(pending))
+        halted = self.run_nodes(dt, fail_at, knobs.attempt_fails(self.knobs, self.attempt, "RUN_FAIL"), retries)
+        return self.finish(*self.end_status(halted))
+
+    def stalls(self):
+        self.submits += 1
+        return self.submits == self.knobs["STALL_AT"]
+
+    def _run_budget(self):
+        """RUN_SECONDS counted from when pegasus-run started (PEGASUS_SIM_T0), less only
+        the tools' own start-up: the deliberate START_DELAY in the queue is not run time."""
+        try:
+            elapsed = time.time() - float(os.environ["PEGASUS_SIM_T0"])
+        except (KeyError, ValueError):
+            elapsed = 0.0
+        overhead = elapsed - self.knobs["START_DELAY"]
+        return max(0.0, self.knobs["RUN_SECONDS"] - max(0.0, overhead))
+
+    def start(self, previous):
+        """The STARTING UP block; a re-run starts in a later second than the last run's last line,
+        so the two runs' workflow states never share a timestamp (monitord's UNIQUE key)."""
+        self.started = True
+        self.rescue_no, rescue = latest_rescue(self.dag)
+        if rescue:
+            self.done = rescue_done(rescue)
+        if previous:
+            _next_second(os.stat(self.out).st_mtime)
+        self.tick()
+        self.write(self.header(self.argv))
+        self.parsing(self.rescue_no, rescue)
+        if self.rec:
+            self.rec.started(self.attempt, previous and out.summarize(previous[-1])["exit"] is None)
+        osutil.write_atomic(self.dag + ".lock", "%d\n" % os.getpid())
+        self.progress(0)
+        self.log("Registering condor_event_timer...")
+
+    def die(self):
+        """Sudden death: a node in flight, then gone without a word (monitord.pid stays)."""
+        name, sub = next(((n, s) for n, s in self.nodes if n not in self.done), (None, None))
+        if name:
+            self.submit(name, sub)
+        os._exit(137)
+
+    def finish(self, code, dag_status, first_lines):
+        """The end of a run: dagman.out tail, monitord's end, leave the queue."""
+        self.ending(code, dag_status, first_lines, self.rescue_no)
+        if self.rec:
+            self.rec.finished(code, self.removed)
+        realmonitord.wait(self.monitord)
+        osutil.remove(self.dag + ".lock")
+        self.leave_queue(code)
+        return code
+
     def leave_queue(self, code):
         ad = self.schedd.get(self.cluster)
         if not ad:
@@ -448,3 +468,9 @@ class DagRun:
         self.schedd.update(self.cluster, JobStatus=status, ExitCode=code, CompletionDate=int(time.time()))
         self.schedd.log_event(ad, "005", "Job terminated.\n\t(1) Normal termination (return value %d)" % code)
         osutil.remove(os.path.join(self.schedd.dir, "spool", "condor_scheduniv_exec.%s" % self.id))
+
+
+def _next_second(after):
+    """Sleep until the wall clock is in a later whole second than `after`."""
+    while int(time.time()) <= int(after):
+        time.sleep(int(after) + 1 - time.time() + 0.001)

@@ -1,8 +1,8 @@
 """The Pegasus master DB (~/.pegasus/workflow.db), written as pegasus-monitord does.
 
-Full master DDL of pegasus-facts.md 3.2 (created if missing, dbversion '14'); a
+Pegasus's whole schema (schema.py, created if missing, dbversion 14); a
 master_workflow row when the DAGMan starts; WORKFLOW_STARTED / _TERMINATED rows
-in master_workflowstate (3.3).  busy_timeout lets many DAGMans share the file.
+in master_workflowstate (pegasus-facts.md 3.3).  busy_timeout lets many DAGMans share the file.
 """
 
 import os
@@ -10,46 +10,7 @@ import sqlite3
 import time
 from calendar import timegm
 
-from . import osutil
-
-DDL = [
-    """CREATE TABLE IF NOT EXISTS dbversion (
-  id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, version_number INTEGER,
-  version VARCHAR(50) NOT NULL, version_timestamp INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS master_workflow (
-  wf_id INTEGER NOT NULL, wf_uuid VARCHAR(255) NOT NULL, dax_label VARCHAR(255), dax_version VARCHAR(255),
-  dax_file VARCHAR(255), dag_file_name VARCHAR(255), timestamp NUMERIC(16, 6), submit_hostname VARCHAR(255),
-  submit_dir TEXT, planner_arguments TEXT, user VARCHAR(255), grid_dn VARCHAR(255), planner_version VARCHAR(255),
-  db_url TEXT, archived BOOLEAN NOT NULL,
-  PRIMARY KEY (wf_id), CONSTRAINT "UNIQUE_MASTER_WF_UUID" UNIQUE (wf_uuid))""",
-    """CREATE TABLE IF NOT EXISTS master_workflowstate (
-  wf_id INTEGER NOT NULL, state VARCHAR(19) NOT NULL,
-  timestamp NUMERIC(16, 6) NOT NULL, restart_count INTEGER NOT NULL, status INTEGER, reason TEXT,
-  PRIMARY KEY (wf_id, state, timestamp),
-  FOREIGN KEY(wf_id) REFERENCES master_workflow (wf_id) ON DELETE CASCADE)""",
-    """CREATE TABLE IF NOT EXISTS ensemble (
-  id INTEGER NOT NULL, name VARCHAR(100) NOT NULL, created DATETIME NOT NULL, updated DATETIME NOT NULL,
-  state VARCHAR(6) NOT NULL,
-  max_running INTEGER NOT NULL, max_planning INTEGER NOT NULL, username VARCHAR(100) NOT NULL,
-  PRIMARY KEY (id), CONSTRAINT "UNIQUE_ENSEMBLE" UNIQUE (name, username))""",
-    """CREATE TABLE IF NOT EXISTS ensemble_workflow (
-  id INTEGER NOT NULL, ensemble_id INTEGER NOT NULL, name VARCHAR(100) NOT NULL, basedir VARCHAR(512) NOT NULL,
-  created DATETIME NOT NULL, updated DATETIME NOT NULL,
-  state VARCHAR(11) NOT NULL,
-  priority INTEGER NOT NULL, wf_uuid VARCHAR(36), submitdir VARCHAR(512), plan_command VARCHAR(1024) NOT NULL,
-  PRIMARY KEY (id), FOREIGN KEY(ensemble_id) REFERENCES ensemble (id),
-  CONSTRAINT "UNIQUE_ENSEMBLE_WORKFLOW" UNIQUE (ensemble_id, name))""",
-    """CREATE TABLE IF NOT EXISTS "trigger" (
-  id INTEGER NOT NULL, ensemble_id INTEGER NOT NULL, name VARCHAR(100) NOT NULL,
-  state VARCHAR(7) NOT NULL,
-  workflow TEXT NOT NULL, args TEXT, type VARCHAR(12) NOT NULL,
-  PRIMARY KEY (id), FOREIGN KEY(ensemble_id) REFERENCES ensemble (id),
-  CONSTRAINT "UNIQUE_TRIGGER" UNIQUE (ensemble_id, name))""",
-]
-TABLES = ("dbversion", "master_workflow", "master_workflowstate", "ensemble",
-          "ensemble_workflow", "trigger")
-VERSION = 14
-
+from . import osutil, schema
 
 def path_for(props, environ=None):
     """Where monitord would write: the master-url/dashboard properties, else the
@@ -77,15 +38,9 @@ def connect(path):
 
 
 def _ensure_schema(conn):
-    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if set(TABLES) <= have and conn.execute("SELECT 1 FROM dbversion LIMIT 1").fetchone():
-        return
-    with _write(conn):
-        for statement in DDL:
-            conn.execute(statement)
-        if not conn.execute("SELECT 1 FROM dbversion LIMIT 1").fetchone():
-            conn.execute("INSERT INTO dbversion (version_number, version, version_timestamp)"
-                         " VALUES (?, ?, ?)", (VERSION, str(VERSION), int(time.time())))
+    if not schema.complete(conn):
+        with _write(conn):
+            schema.create(conn)
 
 
 class _write:
@@ -149,7 +104,7 @@ def workflow_started(path, bd, restart_count, now=None):
         conn.close()
 
 
-def workflow_terminated(path, wf_uuid, restart_count, status, now=None):
+def workflow_terminated(path, wf_uuid, restart_count, status, now=None, reason=None):
     conn = connect(path)
     try:
         with _write(conn):
@@ -158,8 +113,8 @@ def workflow_terminated(path, wf_uuid, restart_count, status, now=None):
                                 " AND state = 'WORKFLOW_STARTED'", (wf_id,)).fetchone()[0]
             ts = max(int(now or time.time()), int(last or 0))
             conn.execute("INSERT OR REPLACE INTO master_workflowstate (wf_id, state, timestamp,"
-                         " restart_count, status, reason) VALUES (?, 'WORKFLOW_TERMINATED', ?, ?, ?, NULL)",
-                         (wf_id, ts, restart_count, status))
+                         " restart_count, status, reason) VALUES (?, 'WORKFLOW_TERMINATED', ?, ?, ?, ?)",
+                         (wf_id, ts, restart_count, status, reason))
     finally:
         conn.close()
 

@@ -32,15 +32,14 @@ class Monitord:
         osutil.write_atomic(self._path(STARTED_FILE), stamp)
         osutil.remove(self._path(DONE_FILE))
 
-    def internal(self, event, value):
-        """DAGMAN_STARTED <condor id> / DAGMAN_FINISHED <exit>."""
-        osutil.append(self.jobstate, "%.0f INTERNAL *** %s %s ***\n" % (time.time(), event, value))
+    def internal(self, event, value, t):
+        """DAGMAN_STARTED <condor id> / DAGMAN_FINISHED <exit>, at the dagman.out line's second `t`."""
+        osutil.append(self.jobstate, "%d INTERNAL *** %s %s ***\n" % (t, event, value))
 
-    def job(self, lines):
-        """Job lines (job, state, value, site, seq), written in one append."""
-        now = time.time()
+    def job(self, lines, t):
+        """Job lines (job, state, value, site, seq) of one dagman.out event at second `t`, in one append."""
         osutil.append(self.jobstate, "".join(
-            "%.0f %s %s %s %s - %s\n" % (now, job, state, value, site, seq)
+            "%d %s %s %s %s - %s\n" % (t, job, state, value, site, seq)
             for job, state, value, site, seq in lines))
 
     def finished(self, code=0):

@@ -1,7 +1,8 @@
 """pegasus-status and pegasus-analyzer: read-only reports on a submit dir.
 
 State rules are the real tools' (pegasus-facts.md 2.8): pegasus-status reads the
-last run in dagman.out, pegasus-analyzer the last jobstate.log state per job.
+last run in dagman.out, pegasus-analyzer the last jobstate.log state per job and,
+like Pegasus 5.1's, exits 2 for a failed workflow.
 """
 
 import argparse
@@ -116,7 +117,7 @@ def analyzer_main(argv):
         states = last_states(path, bd.get("jsd"))
         for name in failed:
             print_failed_job(path, name, states[name])
-    return 0
+    return 2 if status == "failure" else 0  # Pegasus 5.1's analyzer: 2 for a failed workflow
 
 
 def print_failed_job(submit_dir, name, state):
