@@ -2,8 +2,8 @@
 every route and parameter must answer the same status, error code, `_meta` and records
 (ours may add fields), except the answers listed in DEVIATIONS, where 5.x is broken.
 
-Needs a Python with pegasus-wms 5.1.3 (pegasus-facts §8) named by PEGASUS_ORACLE_PYTHON;
-skipped without one."""
+Needs a Python with pegasus-wms 5.1.3 (pegasus-facts §8): PEGASUS_ORACLE_PYTHON, else the
+cached venv of tests/real_pegasus; skipped with the reason without one."""
 
 import json
 import os
@@ -63,14 +63,20 @@ BROKEN_IN_5X = {
 
 
 def oracle_python():
-    if not ORACLE:
-        pytest.skip("set PEGASUS_ORACLE_PYTHON to a Python with pegasus-wms 5.1.3 "
-                    "(pegasus-facts §8) to compare with Pegasus itself")
-    probe = subprocess.run([ORACLE, "-c", "import Pegasus.service.monitoring, flask"],
+    """PEGASUS_ORACLE_PYTHON, else the venv of tests/real_pegasus (which .ci/run builds)."""
+    python = ORACLE
+    if not python:
+        from real_pegasus import pegasus_venv
+        venv, why = pegasus_venv.ensure()
+        if venv is None:
+            pytest.skip("no Pegasus 5.1.3 to compare with (%s); or set PEGASUS_ORACLE_PYTHON"
+                        % why)
+        python = os.path.join(venv, "bin", "python")
+    probe = subprocess.run([python, "-c", "import Pegasus.service.monitoring, flask"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if probe.returncode:
-        pytest.fail("PEGASUS_ORACLE_PYTHON cannot import Pegasus's service: %s" % probe.stderr)
-    return ORACLE
+        pytest.fail("%s cannot import Pegasus's service: %s" % (python, probe.stderr))
+    return python
 
 
 def pegasus_answers(home, paths):

@@ -236,3 +236,36 @@ def test_submitdir_archives_and_extracts_the_run(scenario):
     proc = scenario.tool("submitdir", "extract", scenario.dir, cwd=scenario.base)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.path.exists(os.path.join(scenario.dir, "00", "00", "sim_ID0000001.sub"))
+
+
+def test_our_dashboard_and_api_serve_what_the_real_monitord_wrote(scenarios):
+    """The databases pegasus-monitord itself wrote (the replay's) through our monitoring
+    API and dashboard: states right, and job output, which monitord stores URL-quoted,
+    shown decoded."""
+    import sqlite3
+    from pegasus_em.dashboard import Dashboard
+    from pegasus_em.monitoring import Monitoring
+    for name in ("failure", "retry"):
+        s = scenarios[name]
+        home = s.replay_home
+        api = Monitoring()
+        root = json.loads(api.handle(home, "/root", {}).body())
+        assert root["records"][0]["workflow_state"]["state"] == "WORKFLOW_TERMINATED"
+        assert (root["records"][0]["workflow_state"]["status"] != 0) == (name == "failure")
+        failed = api.handle(home, "/root/1/workflow/1/job/failed", {})
+        count = json.loads(failed.body())["_meta"]["records_filtered"] if failed.status == 200 else 0
+        assert count == (s.jobs[1] if name == "failure" else 1)  # retry: one failed try
+        with sqlite3.connect(s.replay_db) as db:
+            job_id, ji, raw = db.execute(
+                "SELECT j.job_id, i.job_instance_id, i.stdout_text FROM job_instance i "
+                "JOIN job j USING (job_id) WHERE i.stdout_text LIKE '%\\%0A%' ESCAPE '\\' "
+                "ORDER BY i.job_instance_id LIMIT 1").fetchone()
+        board = Dashboard(home_of=lambda user: home, file_owner=lambda user: None)
+        r = board.handle("GET", "/r/1/w/1/j/%d/ji/%d/stdout" % (job_id, ji), "",
+                         {"accept": "text/plain"}, b"", s.user.name, s.user.name, "", "")
+        text = r.body.decode("utf-8")
+        assert r.status == 200 and "%0A" in raw and "%0A" not in text and "\n" in text.strip()
+        r = board.handle("GET", "/", "", {"accept": "application/json"}, b"", s.user.name,
+                         s.user.name, "", "")
+        states = {w["state"] for w in json.loads(r.body)["workflows"]}
+        assert states == {"failed" if name == "failure" else "successful"}, states
