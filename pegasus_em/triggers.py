@@ -508,33 +508,42 @@ class Triggers:
                      failures)
 
     def _failed(self, t, now, next_fire, message):
-        """Record a failed firing; the schedule goes on.  An event and a trigger.failed
-        notification at the first of a run of failures, and when the trigger gives up."""
+        """Record a failed firing; the schedule goes on."""
         with self.db.write() as conn:
             try:
                 fresh = self._started(conn, self._live(conn, t.id), now)
             except _Gone:
                 return
-            failures = fresh.failures + 1
-            first = fresh.first_failure if fresh.failures and fresh.first_failure else now
-            store.update_trigger_run(conn, fresh.id, next_fire=next_fire, failures=failures,
-                                     last_error=message, last_failure=now, first_failure=first,
-                                     first_error=fresh.first_error if failures > 1 and
-                                     fresh.first_error else message)
+            failures, first = self._count_failure(conn, fresh, now, next_fire, message)
             gives_up = self._gives_up(failures, now - first)
-            if failures == 1:
-                store.add_event(conn, now, fresh.ensemble_id, fresh.state, fresh.state,
-                                "firing failed: %s" % message, trigger_id=fresh.id)
-            if gives_up:
-                store.change_trigger_state(conn, fresh, TriggerState.FAILED, now,
-                                           "%s; the last: %s" % (gives_up, message))
-                self._look_again = True
-            if failures == 1 or gives_up:
-                store.enqueue(conn, "trigger.failed", now, ensemble=fresh.ensemble,
-                              trigger=fresh.name, failures=failures, error=message,
-                              first_failure=first,
-                              state=TriggerState.FAILED if gives_up else fresh.state)
+            self._report_failure(conn, fresh, now, message, failures, first, gives_up)
         self._after_failure(t, failures, message, gives_up)
+
+    @staticmethod
+    def _count_failure(conn, t, now, next_fire, message):
+        """-> (failed firings in a row, when the first of them was)."""
+        failures = t.failures + 1
+        first = t.first_failure if t.failures and t.first_failure else now
+        first_error = t.first_error if failures > 1 and t.first_error else message
+        store.update_trigger_run(conn, t.id, next_fire=next_fire, failures=failures,
+                                 last_error=message, last_failure=now, first_failure=first,
+                                 first_error=first_error)
+        return failures, first
+
+    def _report_failure(self, conn, t, now, message, failures, first, gives_up):
+        """An event and a trigger.failed notification at the first failure of a run,
+        and when the trigger gives up (FAILED); the ones between only count."""
+        if failures == 1:
+            store.add_event(conn, now, t.ensemble_id, t.state, t.state,
+                            "firing failed: %s" % message, trigger_id=t.id)
+        if gives_up:
+            store.change_trigger_state(conn, t, TriggerState.FAILED, now,
+                                       "%s; the last: %s" % (gives_up, message))
+            self._look_again = True
+        if failures == 1 or gives_up:
+            store.enqueue(conn, "trigger.failed", now, ensemble=t.ensemble, trigger=t.name,
+                          failures=failures, error=message, first_failure=first,
+                          state=TriggerState.FAILED if gives_up else t.state)
 
     def _gives_up(self, failures, seconds):
         """Why a failing trigger becomes FAILED now, or None: it goes on trying."""
