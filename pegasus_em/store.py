@@ -839,11 +839,15 @@ def remove_finished_workflows(conn, before, limit):
     conn.executemany("DELETE FROM events WHERE workflow_id = ?", ids)
     conn.executemany("DELETE FROM workflows WHERE id = ?", ids)
     for _id, ensemble_id, _e, _n, state in rows:
-        if conn.execute("UPDATE removed SET count = count + 1 WHERE ensemble_id = ? AND"
-                        " state = ?", (ensemble_id, state)).rowcount == 0:
-            conn.execute("INSERT INTO removed (ensemble_id, state, count) VALUES (?, ?, 1)",
-                         (ensemble_id, state))
+        _count_removed(conn, ensemble_id, state)
     return [(r[2], r[3]) for r in rows]
+
+
+def _count_removed(conn, ensemble_id, state):
+    if conn.execute("UPDATE removed SET count = count + 1 WHERE ensemble_id = ? AND state = ?",
+                    (ensemble_id, state)).rowcount == 0:
+        conn.execute("INSERT INTO removed (ensemble_id, state, count) VALUES (?, ?, 1)",
+                     (ensemble_id, state))
 
 
 def remove_old_events(conn, before, limit):
