@@ -154,6 +154,7 @@ class App:
             (r"/ensembles/%s/triggers/%s" % (_NAME, _NAME),
              {"GET": self.get_trigger, "DELETE": self.delete_trigger,
               "POST": self.create_named_trigger}),
+            (r"/ensembles/%s/triggers/%s/start" % (_NAME, _NAME), {"POST": self.start_trigger}),
         ]
         return [(re.compile(p + r"/?\Z"), m) for p, m in table]
 
@@ -265,6 +266,10 @@ class App:
     def delete_trigger(self, req, ensemble, name):
         purge = _flag(req.query.get("purge"))
         return json_response(wire.message(self.ops.stop_trigger(ensemble, name, purge)), 202)
+
+    def start_trigger(self, req, ensemble, name):
+        return json_response(wire.message(self.ops.start_trigger(ensemble, name,
+                                                                 req.form.get("timeout"))))
 
     def create_cron_trigger(self, req, ensemble):
         return self._create_trigger(req, ensemble, req.form.get("trigger"), TriggerType.CRON)

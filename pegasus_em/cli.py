@@ -207,6 +207,11 @@ def _add_trigger_verbs(subs):
     p.add_argument("trigger", metavar="TRIGGER")
     p.add_argument("--purge", action="store_true",
                    help="also forget the trigger and its history")
+    p = _verb(subs, "start-trigger", cmd_start_trigger, "start a STOPPED, FAILED or TIMED_OUT "
+              "trigger again", target="ensemble", json_out=True)
+    p.add_argument("trigger", metavar="TRIGGER")
+    p.add_argument("-t", "--timeout", metavar="TIMEOUT",
+                   help="stop it this long from now, as INTERVAL (needed past its deadline)")
 
 
 def _add_beyond_verbs(subs):
@@ -551,6 +556,12 @@ def cmd_triggers(api, args):
 def cmd_stop_trigger(api, args):
     path = _path("ensembles", args.ensemble, "triggers", args.trigger)
     reply = api.delete(path + ("?purge=1" if args.purge else ""))
+    _show(args, reply, lambda r: fmt.text((r or {}).get("message")))
+
+
+def cmd_start_trigger(api, args):
+    path = _path("ensembles", args.ensemble, "triggers", args.trigger, "start")
+    reply = api.post_form(path, {} if args.timeout is None else {"timeout": args.timeout})
     _show(args, reply, lambda r: fmt.text((r or {}).get("message")))
 
 

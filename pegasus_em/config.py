@@ -65,8 +65,20 @@ SETTINGS = (
              "exits of local planners and DAGMans are seen at once (Pegasus: 60)", int, float),
     _setting("EM_PLAN_TIMEOUT", None, "seconds a plan command may run before it is stopped "
              "and the workflow fails (None: no limit)", int, float, type(None)),
-    _setting("TRIGGER_MAX_FAILURES", 5, "failed firings in a row after which a trigger "
-             "becomes FAILED (each failure is retried at the next interval until then)", int),
+    _setting("TRIGGER_MAX_FAILURES", None, "failed firings in a row after which a trigger "
+             "becomes FAILED (None: a failing trigger keeps trying at each interval)",
+             *_OPT_INT),
+    _setting("TRIGGER_FAILURE_TIMEOUT", None, "seconds a trigger may keep failing, from the "
+             "first failed firing in a row, before it becomes FAILED (None: no limit)",
+             int, float, type(None)),
+    _setting("RETAIN_DAYS", 90, "days finished workflows (with their events and logs), "
+             "ensemble and trigger events and given-up notifications are kept "
+             "(None: for ever)", int, float, type(None)),
+    _setting("RETAIN_SENT_DAYS", 7, "days delivered notifications are kept (None: for ever)",
+             int, float, type(None)),
+    _setting("LOG_MAX_BYTES", 10 * 1024 * 1024, "size at which em-server.log is rotated "
+             "(0: never)", int),
+    _setting("LOG_BACKUPS", 5, "rotated logs kept (em-server.log.1 is the newest)", int),
     _setting("EM_PORT", None, "pegasus-em server port (default 7919 + uid % 57616)", *_OPT_INT),
     _setting("PEGASUS_HOME", None, "Pegasus installation whose bin/ holds pegasus-plan", *_OPT_STR),
     _setting("CONDOR_HOME", None, "HTCondor installation whose bin/ holds condor_submit_dag",

@@ -14,6 +14,7 @@ import threading
 import time
 
 from . import __version__, config, httpd, loops, notify, runner, store
+from .retention import Retention
 from .api import App
 from .auth import BasicAuth
 from .db import open_database
@@ -81,6 +82,8 @@ class Daemon:
         self.manager = manager
         self.triggers = triggers
         self.notifier = notifier
+        self.retention = Retention(db, paths.ensembles, cfg["RETAIN_DAYS"],
+                                   cfg["RETAIN_SENT_DAYS"])
         self._lock_fd = lock_fd
         self._thread = None
 
@@ -94,7 +97,8 @@ class Daemon:
         cfg = config.load()
         paths = Paths(config.pegasus_dir())
         paths.create()
-        setup_logging(paths.log, debug or cfg["DEBUG"])
+        check_settings(cfg)
+        setup_logging(paths.log, debug or cfg["DEBUG"], cfg["LOG_MAX_BYTES"], cfg["LOG_BACKUPS"])
         loops.log_thread_deaths(log)
         for warning in cfg.warnings:
             log.warning("%s", warning)
@@ -107,12 +111,6 @@ class Daemon:
             raise ConfigError("Specify USERNAME and PASSWORD in %s: the ensemble manager "
                               "refuses to serve without authentication"
                               % (cfg.path or config.config_path()))
-        if cfg["TRIGGER_MAX_FAILURES"] < 1:
-            raise ConfigError("TRIGGER_MAX_FAILURES must be at least 1, not %d"
-                              % cfg["TRIGGER_MAX_FAILURES"])
-        for key in ("MAX_PLANNING_TOTAL", "MAX_RUNNING_TOTAL"):
-            if cfg[key] is not None and cfg[key] < 1:
-                raise ConfigError("%s must be at least 1 (or None), not %d" % (key, cfg[key]))
         limits = (cfg["MAX_PLANNING_TOTAL"], cfg["MAX_RUNNING_TOTAL"])
         lock_fd = acquire_lock(paths.lock)
         db = open_database(paths.db)
@@ -127,7 +125,8 @@ class Daemon:
         ops = Ops(db, paths.ensembles, analyzer=lambda submitdir: analyze(submitdir, env),
                   limits=limits)
         triggers = Triggers(ops, engine_wake=manager.wake,
-                            max_failures=cfg["TRIGGER_MAX_FAILURES"], env=env)
+                            max_failures=cfg["TRIGGER_MAX_FAILURES"], env=env,
+                            failure_timeout=cfg["TRIGGER_FAILURE_TIMEOUT"])
         triggers.notify_wake = notifier.wake
         ops.wake = manager.wake
         ops.wake_triggers = triggers.wake
@@ -159,6 +158,7 @@ class Daemon:
         self.manager.start()
         self.triggers.start()
         self.notifier.start()
+        self.retention.start()
         log.info("pegasus-em %s serving %s (pid %d)", __version__, self.server.url, os.getpid())
         say("pegasus-em %s serving %s (pid %d); log: %s"
             % (__version__, self.server.url, os.getpid(), self.paths.log))
@@ -170,6 +170,7 @@ class Daemon:
         self.triggers.stop()
         self.manager.stop()  # planners and DAGMans go on; a restart picks them up
         self.notifier.stop()  # what is not sent yet stays queued in the store
+        self.retention.stop()  # between two batches: each is a transaction of its own
         self.db.close()
         try:
             os.unlink(self.paths.endpoint)
@@ -184,6 +185,23 @@ def say(line):
         print(line, flush=True)
     except (OSError, ValueError):  # a closed pipe or file
         pass
+
+
+
+# Settings that must be at least this (None allowed: no limit, or for ever).
+_AT_LEAST = (("TRIGGER_MAX_FAILURES", 1), ("MAX_PLANNING_TOTAL", 1), ("MAX_RUNNING_TOTAL", 1),
+             ("LOG_MAX_BYTES", 0), ("LOG_BACKUPS", 1))
+_POSITIVE = ("TRIGGER_FAILURE_TIMEOUT", "RETAIN_DAYS", "RETAIN_SENT_DAYS")
+
+
+def check_settings(cfg):
+    """Numbers out of range stop the daemon at start, naming the setting."""
+    for key, least in _AT_LEAST:
+        if cfg[key] is not None and cfg[key] < least:
+            raise ConfigError("%s must be at least %d (or None), not %r" % (key, least, cfg[key]))
+    for key in _POSITIVE:
+        if cfg[key] is not None and cfg[key] <= 0:
+            raise ConfigError("%s must be more than 0 (or None), not %r" % (key, cfg[key]))
 
 
 def child_environment(cfg):
@@ -281,12 +299,12 @@ def _open_private(path, flags, what):
                           "(chmod 600 %s), or remove it." % (what, path, e.strerror, path))
 
 
-def setup_logging(path, debug):
+def setup_logging(path, debug, max_bytes=0, backups=0):
     root = logging.getLogger("pegasus_em")
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s")
     os.close(_open_private(path, os.O_WRONLY | os.O_APPEND, "the log file"))
-    handler = LogFile(path)
+    handler = LogFile(path, max_bytes, backups)
     handlers = [handler] + ([logging.StreamHandler(sys.stderr)] if debug else [])
     full = DiskFullFilter()
     for h in handlers:
@@ -319,12 +337,21 @@ class DiskFullFilter(logging.Filter):
         return True
 
 
-class LogFile(logging.handlers.WatchedFileHandler):
-    """A log write that fails (full disk) is one line on stderr a minute, not
-    logging's traceback for every record."""
+class LogFile(logging.handlers.RotatingFileHandler):
+    """The daemon's log, rotated at `max_bytes` (LOG_MAX_BYTES) keeping `backups`
+    older files, each 0600.  A write that fails (full disk) is one line on stderr a
+    minute, not logging's traceback for every record."""
 
     every = 60.0
     _quiet_until = 0.0
+
+    def __init__(self, path, max_bytes=0, backups=0):
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups)
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def handleError(self, record):
         now = time.monotonic()

@@ -180,6 +180,34 @@ SCHEMA = [
     );
     CREATE INDEX outbox_due ON outbox (next_try) WHERE state = 'pending'
     """,
+    # version 5: triggers that ride out failures, and retention
+    """
+    ALTER TABLE triggers ADD COLUMN first_error TEXT;     -- the first of the failures in a row
+    ALTER TABLE triggers ADD COLUMN first_failure REAL;   -- its time (NULL: not failing)
+    ALTER TABLE triggers ADD COLUMN last_failure REAL;    -- time of the last failed firing
+    -- The highest id ever given, for tables whose newest row may be deleted (a purged
+    -- trigger): ids are never given twice.
+    CREATE TABLE sequences (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO sequences (name, value) SELECT 'triggers', coalesce(max(id), 0) FROM triggers;
+    -- Workflows removed by retention, counted by ensemble and final state (metrics).
+    CREATE TABLE removed (
+        ensemble_id INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (ensemble_id, state)
+    ) WITHOUT ROWID;
+    -- Retention reads only what may go: finished workflows by when they finished,
+    -- events of ensembles and triggers, done ledger rows and delivered notifications.
+    CREATE INDEX workflows_finished ON workflows (state_since)
+        WHERE state IN ('SUCCESSFUL', 'ABORTED', 'PLAN_FAILED', 'RUN_FAILED', 'FAILED');
+    CREATE INDEX events_unattached ON events (time) WHERE workflow_id IS NULL;
+    CREATE INDEX events_newest ON events (ensemble_id, trigger_id, id) WHERE workflow_id IS NULL;
+    CREATE INDEX trigger_files_done ON trigger_files (id) WHERE state = 'done';
+    CREATE INDEX outbox_ended ON outbox (updated) WHERE state != 'pending'
+    """,
 ]
 
 
@@ -198,10 +226,12 @@ class Database:
         self._max_idle_readers = readers
         self._closed = False
         migrate(self._writer)
+        incremental_vacuum(self._writer)
 
     def _connect(self):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=30)
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new file: before WAL
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -246,6 +276,14 @@ class Database:
             else:
                 self._readers.put(conn)
 
+    def give_back(self, pages):
+        """Return up to `pages` free pages to the file system (incremental vacuum): one
+        short write of its own; -> free pages left."""
+        with self._write_lock:
+            # executescript steps the pragma to its end (execute frees a single page).
+            self._writer.executescript("PRAGMA incremental_vacuum(%d)" % int(pages))
+            return self._writer.execute("PRAGMA freelist_count").fetchone()[0]
+
     def close(self):
         self._closed = True
         with self._write_lock:
@@ -275,6 +313,18 @@ def migrate(conn):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def incremental_vacuum(conn):
+    """A file made before version 5 frees no space (auto_vacuum off): rewrite it once
+    with incremental vacuum on.  Where that fails (no room for the copy), freed pages
+    are still reused by new rows; the next start tries again."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    try:
+        conn.executescript("PRAGMA auto_vacuum=INCREMENTAL; VACUUM")
+    except sqlite3.Error:
+        pass
 
 
 def is_disk_full(e):

@@ -178,6 +178,7 @@ class EnsemblePages:
                  ("Every", pages.duration(t["interval"])),
                  ("Next firing", pages.when(t["next_fire"])),
                  ("Deadline", pages.when(t["deadline"])), ("Fired", t["fire_count"]),
+                 ("Failing", _failing(t)),
                  ("Failures in a row", t["failures"]), ("Last error", t["last_error"]),
                  ("Script", t["script"]), ("Arguments", " ".join(t["args"])),
                  ("Base directory", t["basedir"]), ("Created", pages.when(t["created"]))]
@@ -194,6 +195,14 @@ class EnsemblePages:
         return self.view("Trigger %s" % name, info, pages.join(body), section="ensembles",
                          crumbs=_crumbs(req, ensemble, (name, None, True)),
                          refresh=REFRESH if live else None)
+
+
+def _failing(t):
+    """A live trigger whose firings fail retries at each interval: say since when."""
+    if not t["failing"]:
+        return "no"
+    return "yes, since %s (first error: %s; last at %s)" % (
+        pages.when(t["first_failure"]), t["first_error"], pages.when(t["last_failure"]))
 
 
 def _busy(e):

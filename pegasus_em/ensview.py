@@ -219,7 +219,9 @@ def trigger_dict(t):
             "file_patterns": list(t.file_patterns),
             "basedir": t.basedir, "created": t.created, "updated": t.updated,
             "next_fire": t.next_fire if live else None, "deadline": t.deadline,
-            "fire_count": t.fire_count, "failures": t.failures, "last_error": t.last_error}
+            "fire_count": t.fire_count, "failures": t.failures, "last_error": t.last_error,
+            "failing": bool(t.failures) and live, "first_error": t.first_error,
+            "first_failure": t.first_failure, "last_failure": t.last_failure}
 
 
 def last_events(conn, ids):

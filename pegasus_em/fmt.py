@@ -202,7 +202,8 @@ def triggers(rows):
 
 _TRIGGER_KEYS = ("id", "ensemble_id", "ensemble", "name", "type", "state", "workflow",
                  "args", "basedir", "created", "updated", "next_fire", "deadline",
-                 "fire_count", "failures", "last_error", "workflows", "workflow_count", "href")
+                 "fire_count", "failures", "last_error", "workflows", "workflow_count", "href",
+                 "failing", "first_error", "first_failure", "last_failure")
 SHOW_WORKFLOWS = 10  # -l names at most this many of a trigger's workflows, the newest
 
 
@@ -223,13 +224,27 @@ def _trigger_pairs(t):
              ("Patterns", _words(_sub(args, "file_patterns"))),
              ("Created", when(t.get("created"))), ("Updated", when(t.get("updated"))),
              ("Next Fire", when(t.get("next_fire"))), ("Deadline", when(t.get("deadline"))),
-             ("Fires", t.get("fire_count")), ("Failures", t.get("failures")),
-             ("Last Error", t.get("last_error")),
+             ("Fires", t.get("fire_count")), ("Failing", _failing(t)),
+             ("Failures", t.get("failures")),
+             ("First Error", _at(t.get("first_error"), t.get("first_failure"))),
+             ("Last Error", _at(t.get("last_error"), t.get("last_failure"))),
              ("Workflows", _names(t.get("workflows"), t.get("workflow_count"))),
              ("URL", t.get("href"))]
     # Fields a newer server adds still show up rather than being dropped.
     pairs.extend((k, t[k]) for k in sorted(t) if k not in _TRIGGER_KEYS)
     return pairs
+
+
+def _failing(t):
+    """yes/no from a server that says (ours), else nothing to show."""
+    if "failing" not in t:
+        return None
+    return "yes (retried at each interval)" if t["failing"] else "no"
+
+
+def _at(message, epoch):
+    """An error with the time it happened, when the server gives one."""
+    return "%s: %s" % (when(epoch), message) if message and epoch else message
 
 
 def _words(values):

@@ -40,8 +40,14 @@ def render(conn, limits, now):
     outbox = store.outbox_counts(conn)
     for state in ("pending", "sent", "failed"):
         out.append('pegasus_em_notifications{state="%s"} %d' % (state, outbox.get(state, 0)))
-    _header(out, "pegasus_em_events_total", "counter", "State changes recorded.")
+    _header(out, "pegasus_em_events_total", "counter",
+            "State changes recorded (also those retention removed since).")
     out.append("pegasus_em_events_total %d" % store.last_event_id(conn))
+    _header(out, "pegasus_em_workflows_removed_total", "counter",
+            "Finished workflows removed by retention, by ensemble and final state.")
+    for (ensemble, state), n in sorted(store.removed_counts(conn).items()):
+        out.append('pegasus_em_workflows_removed_total{ensemble="%s",state="%s"} %d'
+                   % (_escape(ensemble), state, n))
     return "\n".join(out) + "\n"
 
 
@@ -136,6 +142,11 @@ def _triggers(out, conn, now):
     for ensemble, name, late in store.overdue_triggers(conn, now):
         out.append('pegasus_em_trigger_overdue_seconds{ensemble="%s",trigger="%s"} %s'
                    % (_escape(ensemble), _escape(name), _number(late)))
+    _header(out, "pegasus_em_trigger_failures", "gauge",
+            "Failed firings in a row of each live trigger that is failing (it retries).")
+    for ensemble, name, failures in store.failing_triggers(conn):
+        out.append('pegasus_em_trigger_failures{ensemble="%s",trigger="%s"} %d'
+                   % (_escape(ensemble), _escape(name), failures))
 
 
 def _header(out, name, kind, help_):

@@ -66,8 +66,11 @@ class Trigger(NamedTuple):
     next_fire: Optional[float]
     deadline: Optional[float]
     fire_count: int
-    failures: int
+    failures: int                        # failed firings in a row (0: not failing)
     last_error: Optional[str]
+    first_error: Optional[str] = None    # the first of the failures in a row
+    first_failure: Optional[float] = None
+    last_failure: Optional[float] = None
 
 
 class LedgerFile(NamedTuple):

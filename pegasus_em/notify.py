@@ -1,7 +1,8 @@
 """Notifications: e-mail (smtplib) and webhooks (HTTP POST of a JSON event).
 
 What to report is queued in the `outbox` table by the transaction that makes
-it happen (a workflow ends, an ensemble is auto-held, a trigger fails), one
+it happen (a workflow ends, an ensemble is auto-held, a trigger fails or
+works again), one
 row per configured target, so nothing is lost across a crash and the engine
 pays one INSERT ... SELECT for it.  One sender thread delivers the rows, never
 the scheduler: a failed delivery is tried again after 1, 2, 4, ... seconds (at
@@ -30,7 +31,6 @@ EMAIL, WEBHOOK = "email", "webhook"
 MAX_ATTEMPTS = 12      # 1 + 2 + ... + 2048 s: about an hour of trying, then failed
 MAX_BACKOFF = 3600.0
 MAX_WAIT = 60.0
-KEEP_SENT = 7 * 86400  # delivered rows are forgotten after a week
 TIMEOUT = 10.0
 
 
@@ -58,6 +58,9 @@ def subject(event):
         return "[pegasus-em] ensemble %s HELD (auto-hold)" % event.get("ensemble")
     if kind == "trigger.failed":
         return "[pegasus-em] trigger %s.%s failed" % (event.get("ensemble"), event.get("trigger"))
+    if kind == "trigger.recovered":
+        return "[pegasus-em] trigger %s.%s works again" % (event.get("ensemble"),
+                                                           event.get("trigger"))
     return "[pegasus-em] %s" % kind
 
 
@@ -80,7 +83,6 @@ class Notifier:
         self.backoff = backoff
         self.max_attempts = max_attempts
         self.timeout = timeout
-        self._next_prune = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -111,7 +113,6 @@ class Notifier:
             if self._stop.is_set():
                 break
             self._deliver(row)
-        self._prune(now)
         with self.db.read() as conn:
             next_try = store.next_notification_time(conn)
         return MAX_WAIT if next_try is None else max(0.0, min(MAX_WAIT, next_try - self.clock()))
@@ -147,13 +148,6 @@ class Notifier:
                      error)
         with self.db.write() as conn:
             store.notification_failed(conn, outbox_id, now, error[:500], next_try)
-
-    def _prune(self, now):
-        if now < self._next_prune:
-            return
-        self._next_prune = now + 3600
-        with self.db.write() as conn:
-            store.prune_notifications(conn, now - KEEP_SENT)
 
     # ---- channels ----------------------------------------------------------
 

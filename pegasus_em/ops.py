@@ -9,7 +9,7 @@ import os
 import time
 
 from . import explain, importer, metrics, model, states, store
-from .errors import BadRequest, shown
+from .errors import BadRequest, Conflict, shown
 from .model import Workflow
 from .states import EnsembleState, TriggerState, TriggerType, WorkflowState
 
@@ -302,6 +302,25 @@ class Ops:
         return ("%s: the trigger is created, but each firing fails until that is fixed"
                 % problem)
 
+    def start_trigger(self, ensemble, name, timeout=None):
+        """Resume a STOPPED, FAILED or TIMED_OUT trigger: it fires at once, then keeps
+        its grid, ledger and workflows.  `timeout` sets a new deadline from now, which
+        a trigger past its deadline needs."""
+        timeout = model.duration(timeout, "timeout") if timeout not in (None, "") else None
+        now = self.now()
+        with self.db.write() as conn:
+            t = store.get_trigger(conn, store.get_ensemble(conn, ensemble), name)
+            deadline = _resume_deadline(t, now, timeout)
+            fired = t.fire_count or t.last_failure is not None
+            store.change_trigger_state(conn, t, TriggerState.RUNNING if fired
+                                       else TriggerState.READY, now, "started by user")
+            store.update_trigger_run(conn, t.id, next_fire=now, deadline=deadline,
+                                     timeout=t.timeout if timeout is None
+                                     else int(round(deadline - t.created)),
+                                     failures=0, first_error=None, first_failure=None)
+        self.wake_triggers()
+        return "ensemble: %s, trigger: %s started" % (ensemble, name)
+
     # ---- history ----------------------------------------------------------
 
     def history(self, ensemble=None, workflow=None, after=0, limit=100, before=None):
@@ -401,6 +420,19 @@ def script_problem(script):
     if not os.access(script, os.X_OK):
         return "workflow script %s is not executable (chmod +x)" % script
     return None
+
+
+
+def _resume_deadline(t, now, timeout):
+    """The deadline of a trigger started again, or 409/400 naming what is wrong."""
+    if t.state not in TriggerState.ENDED:
+        raise Conflict("Trigger %s is already %s (in ensemble %s): stop it first"
+                       % (t.name, t.state, t.ensemble))
+    deadline = t.deadline if timeout is None else now + timeout
+    if deadline is not None and deadline <= now:
+        raise BadRequest("Trigger %s is past its deadline (in ensemble %s): give a new "
+                         "timeout to start it" % (t.name, t.ensemble))
+    return deadline
 
 
 def _trigger_name(name):

@@ -40,6 +40,7 @@ class TriggerState:
     FAILED = "FAILED"
     ALL = (READY, RUNNING, STOPPED, TIMED_OUT, FAILED)
     LIVE = (READY, RUNNING)
+    ENDED = (STOPPED, TIMED_OUT, FAILED)  # start-trigger resumes these
 
 
 class FileState:
@@ -92,7 +93,8 @@ ENSEMBLE_TRANSITIONS = {s: tuple(o for o in EnsembleState.ALL if o != s)
                         for s in EnsembleState.ALL}
 
 TRIGGER_TRANSITIONS = {
-    TriggerState.RUNNING: (TriggerState.READY,),
+    TriggerState.READY: TriggerState.ENDED,                            # user: start (never fired)
+    TriggerState.RUNNING: (TriggerState.READY,) + TriggerState.ENDED,  # first firing; user: start
     TriggerState.STOPPED: TriggerState.LIVE,
     TriggerState.TIMED_OUT: TriggerState.LIVE,
     TriggerState.FAILED: TriggerState.LIVE,

@@ -20,7 +20,8 @@ _WORKFLOW_COLS = ("w.id, w.ensemble_id, e.name, w.name, w.state, w.priority, w.b
 _WORKFLOW_FROM = "workflows w JOIN ensembles e ON e.id = w.ensemble_id"
 _TRIGGER_COLS = ("t.id, t.ensemble_id, e.name, t.name, t.type, t.state, t.script, t.args, "
                  "t.interval, t.timeout, t.file_patterns, t.basedir, t.created, t.updated, "
-                 "t.next_fire, t.deadline, t.fire_count, t.failures, t.last_error")
+                 "t.next_fire, t.deadline, t.fire_count, t.failures, t.last_error,"
+                 " t.first_error, t.first_failure, t.last_failure")
 _TRIGGER_FROM = "triggers t JOIN ensembles e ON e.id = t.ensemble_id"
 
 
@@ -246,17 +247,29 @@ def _trigger(row):
 def insert_trigger(conn, ensemble, name, type_, state, script, args, interval, timeout,
                    file_patterns, basedir, now):
     deadline = now + timeout if timeout else None
+    trigger_id = next_id(conn, "triggers")  # the caller's rollback undoes it on a conflict
     try:
-        cur = conn.execute(
-            "INSERT INTO triggers (ensemble_id, name, type, state, script, args, interval,"
+        conn.execute(
+            "INSERT INTO triggers (id, ensemble_id, name, type, state, script, args, interval,"
             " timeout, file_patterns, basedir, created, updated, next_fire, deadline)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (ensemble.id, name, type_, state, script, json.dumps(list(args)), interval, timeout,
-             json.dumps(list(file_patterns)), basedir, now, now, now, deadline))
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (trigger_id, ensemble.id, name, type_, state, script, json.dumps(list(args)),
+             interval, timeout, json.dumps(list(file_patterns)), basedir, now, now, now,
+             deadline))
     except sqlite3.IntegrityError:
         raise Conflict("Trigger %s already exists (in ensemble %s)" % (shown(name), ensemble.name))
-    add_event(conn, now, ensemble.id, None, state, "created", trigger_id=cur.lastrowid)
+    add_event(conn, now, ensemble.id, None, state, "created", trigger_id=trigger_id)
     return get_trigger(conn, ensemble, name)
+
+
+def next_id(conn, table):
+    """An id above any `table` ever held (its newest row may have been deleted), so an
+    id never names two things (events of a purged trigger name no newer one)."""
+    top = conn.execute("SELECT max(id) FROM %s" % table).fetchone()[0] or 0
+    row = conn.execute("SELECT value FROM sequences WHERE name = ?", (table,)).fetchone()
+    value = max(top, row[0] if row else 0) + 1
+    conn.execute("INSERT OR REPLACE INTO sequences (name, value) VALUES (?, ?)", (table, value))
+    return value
 
 
 def get_trigger(conn, ensemble, name):
@@ -714,11 +727,6 @@ def notification_failed(conn, outbox_id, now, error, next_try):
                   outbox_id))
 
 
-def prune_notifications(conn, before):
-    """Forget delivered notifications older than `before`."""
-    conn.execute("DELETE FROM outbox WHERE state = 'sent' AND updated < ?", (before,))
-
-
 def outbox_counts(conn):
     return dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
 
@@ -794,6 +802,100 @@ def overdue_triggers(conn, now):
                         % (_TRIGGER_FROM, _LIVE_SQL), (now, now)).fetchall()
 
 
+def failing_triggers(conn):
+    """(ensemble, trigger, failures in a row) of the live triggers whose firings fail."""
+    return conn.execute("SELECT e.name, t.name, t.failures FROM %s WHERE t.id IN"
+                        " (SELECT id FROM triggers WHERE state IN %s) AND t.failures > 0"
+                        " ORDER BY e.name, t.name" % (_TRIGGER_FROM, _LIVE_SQL)).fetchall()
+
+
 def last_event_id(conn):
     row = conn.execute("SELECT max(id) FROM events").fetchone()
     return row[0] or 0
+
+
+# ---- retention ------------------------------------------------------------
+# Each function removes one batch (at most `limit` rows) inside the caller's
+# transaction and returns what it removed, so no write holds the lock for long.
+
+_FINISHED_SQL = "('SUCCESSFUL', 'ABORTED', 'PLAN_FAILED', 'RUN_FAILED', 'FAILED')"
+
+
+def remove_finished_workflows(conn, before, limit):
+    """Workflows finished before `before`, with their events and dependency rows;
+    -> [(ensemble, name)].  Kept whatever their age: the newest workflow and the one
+    with the newest event (ids are never given twice), and a failed or aborted one
+    that a kept workflow waits for (its dependents count it as unmet)."""
+    rows = conn.execute(
+        "SELECT w.id, w.ensemble_id, e.name, w.name, w.state FROM workflows w"
+        " INDEXED BY workflows_finished JOIN ensembles e ON e.id = w.ensemble_id"
+        " WHERE w.state IN %s AND w.state_since < ?"
+        " AND w.id < (SELECT max(id) FROM workflows)"
+        " AND w.id IS NOT (SELECT workflow_id FROM events ORDER BY id DESC LIMIT 1)"
+        " AND (w.state = 'SUCCESSFUL' OR NOT EXISTS"
+        " (SELECT 1 FROM dependencies d WHERE d.after_id = w.id))"
+        " ORDER BY w.state_since LIMIT ?" % _FINISHED_SQL, (before, limit)).fetchall()
+    ids = [(r[0],) for r in rows]
+    conn.executemany("DELETE FROM events WHERE workflow_id = ?", ids)
+    conn.executemany("DELETE FROM workflows WHERE id = ?", ids)
+    for _id, ensemble_id, _e, _n, state in rows:
+        _count_removed(conn, ensemble_id, state)
+    return [(r[2], r[3]) for r in rows]
+
+
+def _count_removed(conn, ensemble_id, state):
+    if conn.execute("UPDATE removed SET count = count + 1 WHERE ensemble_id = ? AND state = ?",
+                    (ensemble_id, state)).rowcount == 0:
+        conn.execute("INSERT INTO removed (ensemble_id, state, count) VALUES (?, ?, 1)",
+                     (ensemble_id, state))
+
+
+def remove_old_events(conn, before, limit):
+    """Events of ensembles and triggers older than `before` (a workflow's go with it);
+    kept: the newest event (ids are never given twice) and the newest of each ensemble
+    and of each trigger that still exists, which say why it is in its state."""
+    return conn.execute(
+        "DELETE FROM events WHERE id IN (SELECT v.id FROM events v INDEXED BY events_unattached"
+        " WHERE v.workflow_id IS NULL AND v.time < ? AND v.id < (SELECT max(id) FROM events)"
+        " AND (EXISTS (SELECT 1 FROM events n WHERE n.workflow_id IS NULL"
+        " AND n.ensemble_id = v.ensemble_id AND n.trigger_id IS v.trigger_id AND n.id > v.id)"
+        " OR (v.trigger_id IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM triggers t WHERE t.id = v.trigger_id)))"
+        " ORDER BY v.time LIMIT ?)", (before, limit)).rowcount
+
+
+def done_files(conn, after, limit):
+    """(id, path, dev, ino) of done ledger rows after id `after` whose workflow ended
+    (or is gone) and whose path no unfinished row names."""
+    rows = conn.execute(
+        "SELECT f.id, f.path, f.dev, f.ino FROM trigger_files f INDEXED BY trigger_files_done"
+        " JOIN triggers t ON t.id = f.trigger_id LEFT JOIN workflows w"
+        " ON w.ensemble_id = t.ensemble_id AND w.name = f.workflow"
+        " WHERE f.state = 'done' AND f.id > ? AND (w.id IS NULL OR w.state IN %s)"
+        " AND NOT EXISTS (SELECT 1 FROM trigger_files o WHERE o.path = f.path"
+        " AND o.state != 'done') ORDER BY f.id LIMIT ?" % _FINISHED_SQL, (after, limit))
+    return [(i, path, _u64(dev), _u64(ino)) for i, path, dev, ino in rows]
+
+
+def remove_files(conn, ids):
+    conn.executemany("DELETE FROM trigger_files WHERE id = ? AND state = 'done'",
+                     [(i,) for i in ids])
+
+
+def remove_notifications(conn, sent_before, failed_before, limit):
+    """Delivered notifications older than `sent_before`, given-up ones older than
+    `failed_before`; pending ones never."""
+    removed = 0
+    for state, before in (("sent", sent_before), ("failed", failed_before)):
+        if before is not None:
+            removed += conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_ended"
+                " WHERE state != 'pending' AND state = ? AND updated < ? LIMIT ?)",
+                (state, before, limit)).rowcount
+    return removed
+
+
+def removed_counts(conn):
+    """(ensemble, state) -> workflows removed by retention."""
+    return {(e, s): n for e, s, n in conn.execute(
+        "SELECT e.name, r.state, r.count FROM removed r JOIN ensembles e ON e.id = r.ensemble_id")}

@@ -8,9 +8,12 @@ counters and, for file triggers, the ledger.
 
 Schedule: firings at created + k*interval (k = 0, 1, ...), so the time a firing
 takes never shifts the next one.  Firings missed while the daemon was down
-coalesce into one; past its deadline (created + timeout) a trigger becomes
-TIMED_OUT.  A failed firing is recorded (failures, last_error, an event) and
-tried again at the next slot; TRIGGER_MAX_FAILURES in a row make it FAILED.
+coalesce into one; past its deadline a trigger becomes TIMED_OUT.  A failed
+firing is recorded (failures in a row, first and last error and their times)
+and tried again at the next slot: a mount that is gone for an hour costs an
+hour, not the trigger.  The first failure of a run and the recovery each get
+an event and a notification.  Giving up (FAILED) is opt-in:
+TRIGGER_MAX_FAILURES in a row, or TRIGGER_FAILURE_TIMEOUT seconds of failing.
 
 File-pattern triggers hand every file to exactly one workflow per trigger
 through a ledger (table trigger_files), each step idempotent:
@@ -49,7 +52,7 @@ import time
 from . import loops, store
 from .errors import EMError
 from .model import timestamp
-from .ops import MAX_PLAN_COMMAND
+from .ops import MAX_PLAN_COMMAND, script_problem
 from .states import FileState, TriggerState, TriggerType
 
 log = logging.getLogger(__name__)
@@ -130,17 +133,6 @@ def split_inputs(words, items, limit, key=lambda item: item):
     if group:
         groups.append(group)
     return groups
-
-
-def script_problem(script):
-    """Why the workflow script cannot be run, or None."""
-    if not os.path.exists(script):
-        return "workflow script %s does not exist" % script
-    if not os.path.isfile(script):
-        return "workflow script %s is not a file" % script
-    if not os.access(script, os.X_OK):
-        return "workflow script %s is not executable (chmod +x)" % script
-    return None
 
 
 class Pattern:
@@ -296,12 +288,15 @@ def _restore(tmp, path):
 # ---- the scheduler --------------------------------------------------------
 
 class Triggers:
-    def __init__(self, ops, engine_wake=lambda: None, max_failures=5, env=None,
-                 clock=time.time):
+    def __init__(self, ops, engine_wake=lambda: None, max_failures=None, env=None,
+                 clock=time.time, failure_timeout=None):
         self.ops = ops
         self.db = ops.db
         self.engine_wake = engine_wake
-        self.max_failures = max(1, int(max_failures))
+        # Giving up is opt-in: after this many failed firings in a row, or this many
+        # seconds of failing; None: a failing trigger retries for ever.
+        self.max_failures = None if max_failures is None else max(1, int(max_failures))
+        self.failure_timeout = failure_timeout
         self.limit = command_limit(os.environ if env is None else env)
         self.clock = clock
         self.notify_wake = lambda: None  # the notification sender, woken when a firing fails
@@ -446,7 +441,9 @@ class Triggers:
                 items.extend((name, f.dest, f.linked, f.id) for f in files)
             store.submit_files(conn, items, self.ops.now())
             store.update_trigger_run(conn, fresh.id, next_fire=next_fire,
-                                     fire_count=fresh.fire_count + 1, failures=0)
+                                     fire_count=fresh.fire_count + 1)
+            recovered = self._recovered(conn, fresh, now)
+        self._after_recovery(t, recovered)
         self.engine_wake()
         log.info("trigger %s.%s submitted %s%s", t.ensemble, t.name, ", ".join(names),
                  " (%d files)" % len(items) if items else "")
@@ -475,33 +472,83 @@ class Triggers:
             except _Gone:
                 return
             store.update_trigger_run(conn, fresh.id, next_fire=next_fire)
+            recovered = self._recovered(conn, fresh, now)
+        self._after_recovery(t, recovered)
+
+    @staticmethod
+    def _recovered(conn, t, now):
+        """A firing that worked ends a run of failures: counters cleared, an event and a
+        trigger.recovered notification; -> the failures it ended (0: none)."""
+        if not t.failures:
+            return 0
+        store.update_trigger_run(conn, t.id, failures=0, first_error=None, first_failure=None)
+        why = "recovered after %d failed firings in a row over %d s" % (
+            t.failures, now - (t.first_failure or now))
+        store.add_event(conn, now, t.ensemble_id, t.state, t.state, why, trigger_id=t.id)
+        store.enqueue(conn, "trigger.recovered", now, ensemble=t.ensemble, trigger=t.name,
+                      failures=t.failures, first_failure=t.first_failure,
+                      last_error=t.last_error, state=t.state)
+        return t.failures
+
+    def _after_recovery(self, t, failures):
+        if failures:
+            self.notify_wake()
+            log.info("trigger %s.%s works again after %d failed firings", t.ensemble, t.name,
+                     failures)
 
     def _failed(self, t, now, next_fire, message):
+        """Record a failed firing; the schedule goes on."""
         with self.db.write() as conn:
             try:
                 fresh = self._started(conn, self._live(conn, t.id), now)
             except _Gone:
                 return
-            failures = fresh.failures + 1
-            store.update_trigger_run(conn, fresh.id, next_fire=next_fire, failures=failures,
-                                     last_error=message)
-            store.add_event(conn, now, fresh.ensemble_id, fresh.state, fresh.state,
-                            "firing failed: %s" % message, trigger_id=fresh.id)
-            if failures >= self.max_failures:
-                store.change_trigger_state(conn, fresh, TriggerState.FAILED, now,
-                                           "%d failed firings in a row; the last: %s"
-                                           % (failures, message))
-                self._look_again = True
-            if failures == 1 or failures >= self.max_failures:  # the first, and the last
-                store.enqueue(conn, "trigger.failed", now, ensemble=fresh.ensemble,
-                              trigger=fresh.name, failures=failures, error=message,
-                              state=TriggerState.FAILED if failures >= self.max_failures
-                              else fresh.state)
+            failures, first = self._count_failure(conn, fresh, now, next_fire, message)
+            gives_up = self._gives_up(failures, now - first)
+            self._report_failure(conn, fresh, now, message, failures, first, gives_up)
+        self._after_failure(t, failures, message, gives_up)
+
+    @staticmethod
+    def _count_failure(conn, t, now, next_fire, message):
+        """-> (failed firings in a row, when the first of them was)."""
+        failures = t.failures + 1
+        first = t.first_failure if t.failures and t.first_failure else now
+        first_error = t.first_error if failures > 1 and t.first_error else message
+        store.update_trigger_run(conn, t.id, next_fire=next_fire, failures=failures,
+                                 last_error=message, last_failure=now, first_failure=first,
+                                 first_error=first_error)
+        return failures, first
+
+    def _report_failure(self, conn, t, now, message, failures, first, gives_up):
+        """An event and a trigger.failed notification at the first failure of a run,
+        and when the trigger gives up (FAILED); the ones between only count."""
+        if failures == 1:
+            store.add_event(conn, now, t.ensemble_id, t.state, t.state,
+                            "firing failed: %s" % message, trigger_id=t.id)
+        if gives_up:
+            store.change_trigger_state(conn, t, TriggerState.FAILED, now,
+                                       "%s; the last: %s" % (gives_up, message))
+            self._look_again = True
+        if failures == 1 or gives_up:
+            store.enqueue(conn, "trigger.failed", now, ensemble=t.ensemble, trigger=t.name,
+                          failures=failures, error=message, first_failure=first,
+                          state=TriggerState.FAILED if gives_up else t.state)
+
+    def _gives_up(self, failures, seconds):
+        """Why a failing trigger becomes FAILED now, or None: it goes on trying."""
+        if self.max_failures is not None and failures >= self.max_failures:
+            return "%d failed firings in a row" % failures
+        if self.failure_timeout is not None and seconds >= self.failure_timeout:
+            return "failing for %d s (%d failed firings in a row)" % (seconds, failures)
+        return None
+
+    def _after_failure(self, t, failures, message, gives_up):
         self.notify_wake()
-        log.warning("trigger %s.%s: firing failed (%d in a row): %s", t.ensemble, t.name,
-                    failures, message)
-        if failures >= self.max_failures:
+        if gives_up:
             self._seen.pop(t.id, None)
+        if gives_up or failures & (failures - 1) == 0:  # 1, 2, 4, 8, ...: a bounded log
+            log.warning("trigger %s.%s: firing failed (%d in a row): %s", t.ensemble, t.name,
+                        failures, message)
 
     def _time_out(self, t, now):
         with self.db.write() as conn:

@@ -108,7 +108,8 @@ def trigger_url(base, ensemble_name, name):
 
 def trigger(t, base, workflows=None, workflow_count=None):
     """`workflows`: names of the (newest) workflows it submitted, oldest first;
-    `next_fire` is null once the trigger can no longer fire."""
+    `next_fire` is null once the trigger can no longer fire; `failing` while a live
+    trigger's last firing failed (it retries at each interval)."""
     args = {"interval": t.interval, "timeout": t.timeout}
     if t.type == "FILE_PATTERN":
         args["file_patterns"] = list(t.file_patterns)
@@ -129,6 +130,10 @@ def trigger(t, base, workflows=None, workflow_count=None):
         "fire_count": t.fire_count,
         "failures": t.failures,
         "last_error": t.last_error,
+        "failing": bool(t.failures) and t.state in TriggerState.LIVE,
+        "first_error": t.first_error,
+        "first_failure": t.first_failure,
+        "last_failure": t.last_failure,
         "href": trigger_url(base, t.ensemble, t.name),
     }
     if workflows is not None:

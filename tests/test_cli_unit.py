@@ -160,6 +160,7 @@ VERB_ARGV = [
     ["cron-trigger", "x", "t", "30s", "wf.py", "-t", "1h", "-a", "--site local"],
     ["file-pattern-trigger", "x", "t", "1m", "wf.py", "/in/*.csv", "/in2/*"],
     ["triggers", "-l", "x"], ["t", "x"], ["stop-trigger", "x", "t", "--purge"],
+    ["start-trigger", "x", "t", "-t", "1h"],
     ["history", "x.y", "--limit", "5", "--after", "3"], ["why", "--json", "x.y"],
     ["watch", "-n", "0.5", "--once", "x"], ["import", "--db", "/tmp/workflow.db", "--json"],
     ["submit", "--after", "a,x.b", "--run-after", "2h", "x.y", "plan.sh"],
@@ -190,7 +191,7 @@ def test_the_table_covers_every_verb_and_alias():
         "server", "init", "ensembles", "e", "create", "c", "pause", "activate", "hold", "config",
         "submit", "sub", "workflows", "w", "status", "st", "analyze", "an", "replan", "rerun",
         "abort", "priority", "cron-trigger", "file-pattern-trigger", "triggers", "t",
-        "stop-trigger", "history", "why", "watch", "import"}
+        "stop-trigger", "start-trigger", "history", "why", "watch", "import"}
 
 
 @pytest.mark.parametrize("verb", sorted(_verbs_and_aliases()))
@@ -507,7 +508,9 @@ def test_triggers_long(utc):
         "Next Fire:    %s\n"
         "Deadline:     \n"
         "Fires:        4\n"
+        "Failing:      \n"
         "Failures:     \n"
+        "First Error:  \n"
         "Last Error:   \n"
         "Workflows:    inbox_1, inbox_2\n"
         "URL:          \n" % WHEN)
@@ -519,6 +522,16 @@ def test_triggers_long_formats_our_extra_fields(utc):
     for line in ("Ensemble:     myruns", "Deadline:     " + WHEN, "Created:      " + WHEN,
                  "Failures:     2", "URL:          http://em/t"):
         assert line + "\n" in out
+
+
+def test_triggers_long_shows_a_failing_trigger_with_its_errors_and_times(utc):
+    out = fmt.triggers_long([dict(TRIGGER, failing=True, failures=9, first_error="gone",
+                                  first_failure=TS, last_error="still gone",
+                                  last_failure=TS)])
+    for line in ("Failing:      yes (retried at each interval)", "Failures:     9",
+                 "First Error:  %s: gone" % WHEN, "Last Error:   %s: still gone" % WHEN):
+        assert line + "\n" in out
+    assert "Failing:      no\n" in fmt.triggers_long([dict(TRIGGER, failing=False)])
 
 
 def test_triggers_long_names_many_workflows_by_count_and_the_newest():

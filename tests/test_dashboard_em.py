@@ -280,3 +280,17 @@ def test_a_headless_browser_loads_the_pages_and_clicks_an_action(world, tmp_path
         assert browser.problems == []
     finally:
         browser.close()
+
+
+def test_a_failing_trigger_page_says_since_when_with_its_first_and_last_error(world):
+    world.api("POST", "/ensembles/e2/triggers/cron", {
+        "trigger": "flaky", "workflow_script": "/no/such/plan.sh", "interval": "1s",
+        "type": "CRON"})
+    wait_until(lambda: world.api("GET", "/ensembles/e2/triggers/flaky")["failures"] >= 2, 10)
+    status, data = world.json(world.base + "/ensembles/e2/triggers/flaky")
+    t = data["trigger"]
+    assert status == 200 and t["failing"] and t["state"] == "RUNNING"
+    assert "/no/such/plan.sh does not exist" in t["first_error"] and t["first_failure"]
+    status, _, page = world.request(world.base + "/ensembles/e2/triggers/flaky")
+    assert status == 200 and "yes, since" in page
+    world.api("DELETE", "/ensembles/e2/triggers/flaky")

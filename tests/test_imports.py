@@ -37,8 +37,10 @@ LAYERS = {
     "manager": {"ops", "store", "db", "policy", "runner", "planout", "dagstate", "errors",
                 "model", "states", "loops"},
     "triggers": {"ops", "store", "db", "model", "states", "errors", "loops"},
+    "retention": {"loops", "store", "manager"},
     "daemon": {"__init__", "config", "api", "auth", "db", "errors", "httpd", "ops", "store",
-               "states", "wire", "model", "manager", "runner", "triggers", "notify", "loops"},
+               "states", "wire", "model", "manager", "runner", "triggers", "notify", "loops",
+               "retention"},
     "client": {"__init__", "errors", "config"},
     "fmt": set(),
     "cli": {"__init__", "client", "fmt", "config", "errors", "states", "daemon", "legacy",
@@ -78,7 +80,7 @@ LAYERS = {
 CLIENT_SIDE = {"client", "fmt", "cli", "__main__", "legacy", "watch"}
 SERVER_SIDE = {"web", "assets", "db", "store", "ops", "api", "httpd", "daemon", "auth", "wire",
                "pam", "tls",
-               "explain", "metrics", "importer", "notify",
+               "explain", "metrics", "importer", "notify", "retention",
                "masterdb", "apiquery", "owned", "monitoring", "emproxy", "userapp", "switch",
                "service_app", "pservice", "browse", "stampede", "ensview", "wfpages", "empages",
                "dashboard", "statspages", "feeds"}

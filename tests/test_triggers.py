@@ -243,6 +243,122 @@ def test_failures_are_recorded_retried_reset_then_fail_the_trigger(local):
     assert reasons[-1].startswith("3 failed firings in a row; the last: workflow script")
 
 
+def notified(local):
+    with local.db.read() as conn:
+        return [json.loads(p) for (p,) in conn.execute("SELECT payload FROM outbox ORDER BY id")]
+
+
+def test_a_failing_trigger_keeps_its_schedule_and_recovers_by_itself(local):
+    """Before: 5 failed firings in a row (a 50 s outage at a 10 s interval) made the
+    trigger FAILED for good.  Now it fails visibly and carries on."""
+    with local.db.write() as conn:
+        store.set_notify_targets(conn, [("webhook", "http://127.0.0.1:9/hook")])
+    local.cron("c")
+    local.tick(0)
+    os.unlink(local.script)                 # the mount that holds it goes away
+    for k in range(1, 21):
+        local.tick(10 * k)
+    t = local.trigger("c")[0]
+    assert (t.state, t.failures, t.fire_count, t.next_fire) == (
+        "RUNNING", 20, 1, local.t0 + 210)
+    assert "does not exist" in t.first_error and "does not exist" in t.last_error
+    assert (t.first_failure, t.last_failure) == (local.t0 + 10, local.t0 + 200)
+    view = local.ops.trigger_views("e", "c")[0][0]
+    assert view.failures == 20
+    local.write("bin/wf.sh", "#!/bin/sh\n", 0o755)   # back
+    local.tick(210)
+    t, names, _ = local.trigger("c")
+    assert (t.state, t.failures, t.first_error, t.first_failure, len(names)) == (
+        "RUNNING", 0, None, None, 2)
+    reasons = [e[6] for e in local.ops.history("e") if e[3] == t.id]
+    assert [r for r in reasons if r.startswith(("firing failed", "recovered"))] == [
+        "firing failed: workflow script %s does not exist" % local.script,
+        "recovered after 20 failed firings in a row over 200 s"]
+    assert [(n["event"], n["failures"]) for n in notified(local)] == [
+        ("trigger.failed", 1), ("trigger.recovered", 20)]
+
+
+def test_files_that_arrive_while_a_trigger_fails_go_out_once_it_recovers(local):
+    local.files("f")
+    local.tick(0)
+    os.chmod(local.script, 0o644)
+    for k in range(1, 6):
+        local.arrive("during%d.dat" % k)
+        local.tick(10 * k)
+    assert local.workflows() == [] and local.trigger("f")[0].failures == 5
+    os.chmod(local.script, 0o755)
+    local.arrive("after.dat")
+    local.tick(60)
+    local.tick(70)
+    processed = os.path.join(local.inbox, "processed")
+    assert local.handed_out("f") == {processed + "/%s.dat" % n: 1
+                                     for n in ["after"] + ["during%d" % k for k in range(1, 6)]}
+    assert local.left_in_inbox() == []
+
+
+def test_giving_up_is_opt_in_and_may_be_bounded_by_time(local):
+    local.triggers = local.scheduler(failure_timeout=30)
+    local.cron("c")
+    os.unlink(local.script)
+    for dt in (0, 10, 20):
+        local.tick(dt)
+    assert local.trigger("c")[0].state == "RUNNING"
+    local.tick(30)                          # failing for 30 s: it gives up
+    t = local.trigger("c")[0]
+    assert (t.state, t.failures) == ("FAILED", 4)
+    reasons = [e[6] for e in local.ops.history("e") if e[3] == t.id]
+    assert reasons[-1].startswith("failing for 30 s (4 failed firings in a row); the last:")
+
+
+def test_start_trigger_resumes_stopped_failed_and_timed_out_triggers(local):
+    local.triggers = local.scheduler(max_failures=1)
+    local.arrive("a.dat")
+    local.files("f")
+    local.cron("c", timeout="15s")
+    other = local.write("bin/x.sh", "#!/bin/sh\n", 0o755)
+    local.ops.create_trigger("e", "x", "CRON", other, [], "10s")
+    local.tick(0)
+    local.ops.stop_trigger("e", "f")
+    local.arrive("b.dat")
+    os.chmod(other, 0o644)
+    local.tick(10)                          # x fails once: FAILED; c fires
+    local.tick(20)                          # c times out
+    assert [local.trigger(n)[0].state for n in "fcx"] == ["STOPPED", "TIMED_OUT", "FAILED"]
+    os.chmod(other, 0o755)
+    with pytest.raises(trg.EMError) as refused:
+        local.ops.start_trigger("e", "c")
+    assert refused.value.status == 400 and "past its deadline" in refused.value.message
+    local.clock.t = local.t0 + 25
+    for name, timeout in (("f", None), ("c", "20s"), ("x", None)):
+        assert local.ops.start_trigger("e", name, timeout).endswith("started")
+    with pytest.raises(trg.EMError) as refused:
+        local.ops.start_trigger("e", "f")
+    assert refused.value.status == 409 and "already RUNNING" in refused.value.message
+    local.tick(25)                          # each fires at once ...
+    processed = os.path.join(local.inbox, "processed")
+    assert local.handed_out("f") == {processed + "/a.dat": 1, processed + "/b.dat": 1}
+    t = local.trigger("x")[0]
+    assert (t.state, t.failures, t.fire_count, t.next_fire) == ("RUNNING", 0, 2, local.t0 + 30)
+    c = local.trigger("c")[0]
+    assert (c.deadline, c.timeout, c.fire_count) == (local.t0 + 45, 45, 3)
+    local.tick(45)                          # ... and keeps its grid and its new deadline
+    assert local.trigger("c")[0].state == "TIMED_OUT"
+    changes = [(e[4], e[5], e[6]) for e in local.ops.history("e") if e[3] == c.id]
+    assert ("TIMED_OUT", "RUNNING", "started by user") in changes
+
+
+def test_a_purged_trigger_id_is_never_given_again(local):
+    """Before: purging the newest trigger let the next one take its id, so the old
+    trigger's events showed up as the new one's."""
+    local.cron("old")
+    gone = local.trigger("old")[0].id
+    local.ops.stop_trigger("e", "old", purge=True)
+    local.cron("new")
+    new = local.trigger("new")[0].id
+    assert new > gone
+    assert [e[4:6] for e in local.ops.history("e") if e[3] == new] == [(None, "READY")]
+
+
 def test_file_trigger_hands_files_out_through_processed(local):
     local.arrive("a.dat", "b.dat", "c.txt")
     os.makedirs(os.path.join(local.inbox, "sub"))
@@ -602,13 +718,92 @@ def test_a_failing_trigger_records_errors_then_recovers_or_becomes_failed(em):
     b = until(em, "broken", lambda t: t["state"] == "FAILED")
     assert (b["failures"], b["fire_count"], b["workflows"], b["next_fire"]) == (3, 0, [], None)
     assert "missing.sh does not exist" in b["last_error"]
-    reasons = [e["reason"] for e in em.request("GET", "/ensembles/e/events")[2]
-               if e["trigger_id"] == b["id"]]
-    assert sum(r.startswith("firing failed: workflow script") for r in reasons) == 3
+    events = em.request("GET", "/ensembles/e/events")[2]
+    reasons = [e["reason"] for e in events if e["trigger_id"] == b["id"]]
+    assert sum(r.startswith("firing failed: workflow script") for r in reasons) == 1
+    assert reasons[-1].startswith("3 failed firings in a row; the last: workflow script")
+    flaky = [e["reason"] for e in events if e["trigger_id"] == t["id"]]
+    assert [r.split(" ")[0] for r in flaky if r.startswith(("firing", "recovered"))] == [
+        "firing", "recovered"]
     listing = em.cli("triggers", "-l", "e").stdout
     assert "State:        FAILED" in listing and "missing.sh does not exist" in listing
     assert em.request("DELETE", "/ensembles/e/triggers/broken?purge=1")[0] == 202
     assert em.request("GET", "/ensembles/e/triggers/broken")[0] == 404
+
+
+def test_a_file_trigger_failing_for_30s_across_two_kills_hands_every_file_out_once(daemon):
+    """The issue's scenario, with the default settings: the script is gone for 30 s at a
+    1 s interval (before: FAILED after 5 firings, and every later file sat in the inbox),
+    files keep arriving, and the daemon is SIGKILLed during the outage and again just
+    after it ends."""
+    d = daemon
+    paused(d)
+    folder, plan = inbox(d), script(d)
+    create(d, "file_pattern", "f", "1s", plan, patterns=[folder + "/*.dat"])
+    until(d, "f", lambda t: t["state"] == "RUNNING")
+    arrived, done = [], threading.Event()
+
+    def producer():
+        while not done.wait(0.25):
+            arrive(d, folder, "in%03d.dat" % len(arrived))
+            arrived.append("in%03d.dat" % len(arrived))
+    writer = threading.Thread(target=producer)
+    os.rename(plan, plan + ".away")                 # the mount holding it is gone
+    outage = time.monotonic()
+    writer.start()
+    try:
+        until(d, "f", lambda t: t["failures"] >= 3, what="failures")
+        d.kill()
+        d = Daemon(d.user).start()
+        wait_until(lambda: time.monotonic() >= outage + 30, 40, interval=0.2,
+                   message="30 s of outage")
+        t = trigger(d, "f")
+        assert (t["state"], t["failing"], handed_out(d, "f")) == ("RUNNING", True, [])
+        assert t["failures"] >= 20 and "does not exist" in t["first_error"]
+        assert t["first_failure"] < t["last_failure"]
+        assert "Failing:      yes" in d.cli("triggers", "-l", "e").stdout
+        os.rename(plan + ".away", plan)
+        until(d, "f", lambda t: not t["failing"], what="recovery")
+        d.kill()
+        d = Daemon(d.user).start()
+        until(d, "f", lambda t: t["fire_count"] >= 2, what="a firing after the second kill")
+        done.set()
+        writer.join(30)
+        expected = sorted(os.path.join(folder, "processed", n) for n in arrived)
+        wait_until(lambda: sorted(handed_out(d, "f")) == expected, 15, interval=0.1,
+                   message="every arrived file handed out")
+        handed = handed_out(d, "f")
+        assert len(handed) == len(set(handed)) == len(arrived) > 100
+        assert sorted(os.listdir(folder)) == [".keep", "processed"]
+        reasons = [e["reason"] for e in d.request("GET", "/ensembles/e/events")[2]
+                   if e["trigger"] == "f"]
+        assert [r.split(" ")[0] for r in reasons if r.startswith(("firing", "recovered"))] == [
+            "firing", "recovered"]
+    finally:
+        done.set()
+        writer.join(30)
+        d.kill()
+
+
+def test_start_trigger_from_the_command_line_and_the_api(em):
+    paused(em)
+    plan = script(em)
+    create(em, "cron", "c", "1h", plan, timeout="2s")
+    create(em, "cron", "s", "1h", plan)
+    until(em, "c", lambda t: t["state"] == "TIMED_OUT")
+    assert em.cli("stop-trigger", "e", "s").returncode == 0
+    run = em.cli("start-trigger", "e", "c")
+    assert run.returncode == 1 and run.stdout.startswith("ERROR: Trigger c is past its deadline")
+    run = em.cli("start-trigger", "e", "c", "-t", "1h")
+    assert (run.returncode, run.stdout) == (0, "ensemble: e, trigger: c started\n")
+    assert em.cli("start-trigger", "e", "s").returncode == 0
+    t = until(em, "s", lambda t: t["fire_count"] == 2, what="s to fire when started")
+    assert t["state"] == "RUNNING"
+    st, _, body = em.request("POST", "/ensembles/e/triggers/s/start", {})
+    assert st == 409 and "already RUNNING" in body["message"]
+    assert em.request("POST", "/ensembles/e/triggers/nope/start", {})[0] == 404
+    c = until(em, "c", lambda t: t["fire_count"] == 2, what="c to fire when started")
+    assert c["state"] == "RUNNING" and c["deadline"] > time.time() + 3000
 
 
 def test_triggers_deleted_right_away_stop_at_once_and_the_others_go_on(em):
