@@ -320,3 +320,20 @@ def test_why_quotes_what_a_dead_dagman_wrote_last_not_its_tables(fast):
     failed = json.loads(ok(d.cli("why", "--json", "dd.failed")))
     assert not any(_TABLE.search(line) for line in failed["log"]), failed["log"]
     assert "EXITING WITH STATUS 1" in failed["log"][-1]
+
+
+def test_the_quick_starts_failure_story_works_as_written(em):
+    """The README's run2: submitted with the knob it shows, it fails; `rerun` then
+    finishes it through DAGMan's rescue DAG (the knob fails the first run only)."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    submit = re.search(r"^pegasus-em submit myruns\.run2 (\./plan\.sh \S+)", readme, re.M)
+    assert submit and "rerun myruns.run2" in readme
+    d, ens = em, unique("qs")
+    ok(d.cli("create", "-P", "2", "-R", "4", ens))
+    ok(d.cli("submit", ens + ".run2", *submit.group(1).split(), cwd=example(d)))
+    assert wait_state(d, ens, "run2", *TERMINAL, timeout=60)["state"] == "FAILED"
+    assert "Workflow failure detected" in ok(d.cli("analyze", ens + ".run2"))
+    assert "State: QUEUED" in ok(d.cli("rerun", ens + ".run2"))
+    assert wait_state(d, ens, "run2", *TERMINAL, timeout=60)["state"] == "SUCCESSFUL"
