@@ -16,6 +16,7 @@ from .states import EnsembleState, TriggerState, WorkflowState
 W = WorkflowState
 ENSEMBLE_LIMIT = 200
 REFRESH = 10
+START_EM = "pegasus-em server &"
 ENSEMBLE_BUTTONS = (("activate", "Activate", EnsembleState.ACTIVE),
                     ("pause", "Pause", EnsembleState.PAUSED),
                     ("hold", "Hold", EnsembleState.HELD))
@@ -42,11 +43,12 @@ class EnsemblePages:
         data["manager_running"] = running
         if running is not False:
             return running, Markup("")
-        data["manager_notice"] = (
-            "%s's ensemble manager is not running: these pages show its state when it "
-            "stopped, and nothing is planned, run or triggered until it runs again. Start it "
-            "(as %s) with: pegasus-em server &" % (req.user, req.user))
-        return running, notice(data["manager_notice"], "error")
+        text = ("%s's ensemble manager is not running: these pages show its state when it "
+                "stopped, and nothing is planned, run or triggered until it runs again. Start "
+                "it (as %s) with: " % (req.user, req.user))
+        data["manager_notice"] = text + START_EM
+        return running, notice(escape(text) + Markup("<code>%s</code>" % escape(START_EM)),
+                               "error")
 
     def ensemble_list(self, req):
         try:
@@ -144,19 +146,7 @@ class EnsemblePages:
         running, down = self.manager_state(req, info)
         trigger = (link(req.url("ensembles", ensemble, "triggers", wf["trigger"]), wf["trigger"])
                    if wf.get("trigger") else "-")
-        waiting = [("Waiting for", wf["waiting"])] if wf["waiting"] else []
-        body = [down, dl([("State", state_badge(wf["state"]))] + waiting +
-                   [("Reason", pages.breakable(wf["reason"])),
-                    ("Priority", priority_form(href, token, wf)),
-                    ("Queue position", wf["position"]), ("Created", pages.when(wf["created"])),
-                    ("Updated", pages.when(wf["updated"])),
-                    ("Base directory", pages.breakable(wf["basedir"])),
-                    ("Plan command", Markup("<code>%s</code>"
-                                            % pages.breakable(wf["plan_command"]))),
-                    ("Submit directory", pages.breakable(wf["submitdir"])),
-                    ("Workflow UUID", wf["wf_uuid"]),
-                    ("Workflow pages", link(root, "details, jobs, statistics") if root else "-"),
-                    ("Triggered by", trigger), ("Log", pages.breakable(wf["log"]))]),
+        body = [down, workflow_facts(wf, priority_form(href, token, wf), root, trigger),
                 Markup('<div class="actions">%s</div>' % workflow_forms(href, token, wf)),
                 Markup('<p class="links">%s</p>'
                        % link(info["analyze_href"], "Analyze (log and pegasus-analyzer)")),
@@ -272,8 +262,23 @@ def event_text(e):
     if not e:
         return "-"
     arrow = "%s \u2192 %s" % (e["old_state"], e["new_state"]) if e["old_state"] else e["new_state"]
-    return Markup('%s <span class="why when">%s</span>'
+    return Markup('<span class="change">%s</span> <span class="why when">%s</span>'
                   % (escape(arrow), escape(pages.when(e["time"]))))
+
+
+def workflow_facts(wf, priority, root, trigger):
+    """An ensemble workflow's facts; what waiting workflows alone have is left out for others."""
+    waiting = [("Waiting for", wf["waiting"])] if wf["waiting"] else []
+    queued = [("Queue position", wf["position"])] if wf["position"] else []
+    return dl([("State", state_badge(wf["state"]))] + waiting +
+              [("Reason", pages.breakable(wf["reason"])), ("Priority", priority)] + queued +
+              [("Created", pages.when(wf["created"])), ("Updated", pages.when(wf["updated"])),
+               ("Base directory", pages.breakable(wf["basedir"])),
+               ("Plan command", Markup("<code>%s</code>" % pages.breakable(wf["plan_command"]))),
+               ("Submit directory", pages.breakable(wf["submitdir"])),
+               ("Workflow UUID", wf["wf_uuid"]),
+               ("Workflow pages", link(root, "details, jobs, statistics") if root else "-"),
+               ("Triggered by", trigger), ("Log", pages.breakable(wf["log"]))])
 
 
 def ensemble_forms(href, token, state):

@@ -237,6 +237,7 @@ class WorkflowPages:
         subs = self.workflows.sub_workflows(ctx.db, wf_id) if ctx.wf["children"] else []
         meta = self.workflows.workflow_meta(ctx.db, wf_id)
         n_files = self.workflows.file_count(ctx.db, wf_id)
+        em = self._ensemble_workflow(req, ctx)
         tab = req.args.get("tab") or self._default_tab(counts, subs)
         offset = req.int_arg("offset")
         rows, total, key, table_html = self._tab_rows(req, ctx, tab, subs, meta, offset)
@@ -245,8 +246,9 @@ class WorkflowPages:
                 "states": ctx.states, "archived": ctx.root["archived"],
                 "wall_time": wall, "running_since": since, "cumulative_wall_time": cumulative,
                 "job_counts": counts, "metadata_count": len(meta), "file_count": n_files,
-                "tab": tab, "total": total, "offset": offset, key: rows}
-        body = [self._facts(req, ctx, wall, since, cumulative), self._status_chart(counts),
+                "tab": tab, "total": total, "offset": offset, key: rows,
+                "em_workflow": em[0], "em_href": em[1]}
+        body = [self._facts(req, ctx, wall, since, cumulative, em), self._status_chart(counts),
                 self._wf_links(req, ctx), self._job_tabs(req, counts, subs, tab, meta, n_files),
                 table_html, pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))]
         title = ctx.wf["dax_label"] or ctx.wf["wf_uuid"]
@@ -321,11 +323,23 @@ class WorkflowPages:
         return link(req.url("r", root["wf_id"], "w", "root", "files"),
                     pages.breakable(root["submit_dir"]), class_="path")
 
-    def _facts(self, req, ctx, wall, since, cumulative):
+    def _ensemble_workflow(self, req, ctx):
+        """(name, href) of the ensemble workflow that started this root, or (None, None)."""
+        if ctx.wf["wf_id"] != ctx.root_id:
+            return None, None
+        w = self.ensembles.by_uuid(req.home).get(ctx.wf["wf_uuid"])
+        if w is None:
+            return None, None
+        return _em_name(w), req.url("ensembles", w["ensemble"], "workflows", w["name"])
+
+    def _facts(self, req, ctx, wall, since, cumulative, em):
         wf, root = ctx.wf, ctx.root
         is_root = wf["wf_id"] == ctx.root_id
         kind = "root workflow" if is_root else Markup("sub-workflow of %s" % link(
             req.url("r", root["wf_id"], "w", wf["parent_wf_id"]), "its parent"))
+        if em[0]:
+            kind = Markup("root workflow, started by the ensemble manager as %s"
+                          % link(em[1], em[0]))
         dagman = (wf["dag_file_name"] or "") + ".dagman.out" if wf["dag_file_name"] else None
         files = lambda *p: self.wf_url(req, ctx, "files", *p)  # noqa: E731
         restarts = max([s.get("restart_count") or 0 for s in ctx.states] or [0])

@@ -219,6 +219,10 @@ def test_workflow_list_names_runs_by_their_ensemble_workflow(world):
     assert '<a href="%s/ensembles/e1/workflows/done">e1.done</a>' % world.base in page
     _, found = world.json(world.base + "/?q=E1.DONE")
     assert [w["em_workflow"] for w in found["workflows"]] == ["e1.done"] and found["workflows"][0]["wf_id"]
+    _, details = world.json(found["workflows"][0]["href"])  # and the run's own page names it too
+    assert details["em_workflow"] == "e1.done" and details["em_href"] == world.base + "/ensembles/e1/workflows/done"
+    assert 'started by the ensemble manager as <a href="%s">e1.done</a>' % details["em_href"] in \
+        world.request(found["workflows"][0]["href"])[2]
 
 
 def queue_rows(world, ensemble):
