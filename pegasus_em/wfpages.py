@@ -166,7 +166,7 @@ class WorkflowPages:
         return Markup(
             '<form class="filter" method="get" action="%s" role="search">'
             '<label>Filter <input type="search" name="q" value="%s" '
-            'placeholder="label, directory, host, uuid"></label> '
+            'placeholder="label, name, directory"></label> '
             '<label>Submitted <select name="window">%s</select></label> '
             '<label>Sort <select name="sort">%s</select></label>%s '
             '<button type="submit">Apply</button></form>'
