@@ -16,9 +16,12 @@ from .states import EnsembleState, TriggerState, WorkflowState
 W = WorkflowState
 ENSEMBLE_LIMIT = 200
 REFRESH = 10
+START_EM = "pegasus-em server &"
 ENSEMBLE_BUTTONS = (("activate", "Activate", EnsembleState.ACTIVE),
                     ("pause", "Pause", EnsembleState.PAUSED),
                     ("hold", "Hold", EnsembleState.HELD))
+# Where a priority still decides something: the workflow waits, or will wait, in the queue.
+PRIORITIZED = (W.READY, W.PLANNING, W.QUEUED)
 REPLANNABLE = (W.PLAN_FAILED, W.RUN_FAILED, W.FAILED, W.ABORTED)
 RERUNNABLE = (W.RUN_FAILED, W.FAILED, W.ABORTED)
 ABORTABLE = (W.READY, W.QUEUED, W.PLANNING, W.RUNNING)
@@ -33,6 +36,20 @@ class EnsemblePages:
                     "adds an ensemble." % e.message)
         return e.message
 
+    def manager_state(self, req, data):
+        """Whether the user's pegasus-em runs (in `data` too) and, when it does not, a notice
+        saying so: its pages then show where it stopped, and nothing moves until it runs."""
+        running = self.em.running(req.home)
+        data["manager_running"] = running
+        if running is not False:
+            return running, Markup("")
+        text = ("%s's ensemble manager is not running: these pages show its state when it "
+                "stopped, and nothing is planned, run or triggered until it runs again. Start "
+                "it (as %s) with: " % (req.user, req.user))
+        data["manager_notice"] = text + START_EM
+        return running, notice(escape(text) + Markup("<code>%s</code>" % escape(START_EM)),
+                               "error")
+
     def ensemble_list(self, req):
         try:
             rows = self.ensembles.ensembles(req.home)
@@ -43,14 +60,18 @@ class EnsemblePages:
             r["href"] = req.url("ensembles", r["name"])
         data = {"ensembles": rows}
         body = []
+        running = None
         if problem:
             data["notice"] = problem
             body.append(notice(problem, "warn"))
+        else:
+            running, down = self.manager_state(req, data)
+            body.append(down)
         if rows or not problem:
             body.append(table(_ENSEMBLE_COLUMNS, rows, empty="No ensembles."))
         busy = any(_busy(r) for r in rows)
         return self.view("Ensembles", data, pages.join(body), section="ensembles",
-                         refresh=REFRESH if busy else None)
+                         refresh=REFRESH if busy and running is not False else None)
 
     def ensemble_page(self, req, name):
         offset = req.int_arg("offset")
@@ -62,20 +83,22 @@ class EnsemblePages:
         for t in info["triggers"]:
             t["href"] = req.url("ensembles", name, "triggers", t["name"])
         info["offset"] = offset
+        running, down = self.manager_state(req, info)
         queue = table(self._queue_columns(token), info["workflows"], empty="No workflows.")
         pager = pages.pager(info["total"], offset, ENSEMBLE_LIMIT, lambda o: req.here(offset=o))
-        body = [dl([("State", state_badge(e["state"])),
-                    ("Planning", fill(e["planning"], e["max_planning"])),
-                    ("Running", fill(e["running"], e["max_running"])),
-                    ("Workflows", state_counts(e["counts"])),
-                    ("Created", pages.when(e["created"])), ("Updated", pages.when(e["updated"]))]),
+        body = [down, dl([("State", state_badge(e["state"])),
+                          ("Planning", fill(e["planning"], e["max_planning"])),
+                          ("Running", fill(e["running"], e["max_running"])),
+                          ("Workflows", state_counts(e["counts"])),
+                          ("Created", pages.when(e["created"])),
+                          ("Updated", pages.when(e["updated"]))]),
                 ensemble_forms(req.url("ensembles", name), token, e["state"]),
                 section("Workflows, in queue order", queue + pager),
                 section("Triggers", table(self._trigger_columns(token), info["triggers"],
                                           empty="No triggers."))]
         return self.view(name, info, pages.join(body), section="ensembles",
                          crumbs=[("Ensembles", req.url("ensembles"), False), (name, None, True)],
-                         refresh=REFRESH if _busy(e) else None)
+                         refresh=REFRESH if _busy(e) and running is not False else None)
 
     @staticmethod
     def _queue_columns(token):
@@ -84,11 +107,12 @@ class EnsemblePages:
                    numeric=True),
             Column("Workflow", lambda w: link(w["href"], w["name"]), key=lambda w: w["name"]),
             Column("State", lambda w: state_badge(w["state"]), key=lambda w: w["state"]),
-            Column("Priority", lambda w: priority_form(w["href"], token, w["priority"]),
+            Column("Priority", lambda w: priority_form(w["href"], token, w),
                    key=lambda w: w["priority"], numeric=True),
             Column("Last event", lambda w: event_text(w["last_event"]),
                    key=lambda w: (w["last_event"] or {}).get("time") or 0),
-            Column("Waiting for / reason", lambda w: w["waiting"] or w["reason"] or ""),
+            Column("Waiting for / reason",
+                   lambda w: pages.prose(w["waiting"] or w["reason"] or "")),
             Column("Actions", lambda w: workflow_forms(w["href"], token, w)),
         ]
 
@@ -106,7 +130,7 @@ class EnsemblePages:
             Column("Fired", lambda t: t["fire_count"], numeric=True),
             Column("Workflows", lambda t: t["workflow_count"], numeric=True),
             Column("Failures", lambda t: t["failures"], numeric=True),
-            Column("Last error", lambda t: t["last_error"] or ""),
+            Column("Last error", lambda t: pages.prose(t["last_error"] or "")),
             Column("", lambda t: trigger_form(t["href"], token)
                    if t["state"] in TriggerState.LIVE else ""),
         ]
@@ -119,25 +143,18 @@ class EnsemblePages:
         root = self._master_link(req, wf.get("wf_uuid"))
         info["root_href"] = root
         info["analyze_href"] = req.url("ensembles", ensemble, "workflows", name, "analyze")
+        running, down = self.manager_state(req, info)
         trigger = (link(req.url("ensembles", ensemble, "triggers", wf["trigger"]), wf["trigger"])
                    if wf.get("trigger") else "-")
-        body = [dl([("State", state_badge(wf["state"])), ("Waiting for", wf["waiting"]),
-                    ("Reason", wf["reason"]),
-                    ("Priority", priority_form(href, token, wf["priority"])),
-                    ("Queue position", wf["position"]), ("Created", pages.when(wf["created"])),
-                    ("Updated", pages.when(wf["updated"])), ("Base directory", wf["basedir"]),
-                    ("Plan command", Markup("<code>%s</code>" % escape(wf["plan_command"]))),
-                    ("Submit directory", wf["submitdir"]), ("Workflow UUID", wf["wf_uuid"]),
-                    ("Workflow pages", link(root, "details, jobs, statistics") if root else "-"),
-                    ("Triggered by", trigger), ("Log", wf["log"])]),
+        body = [down, workflow_facts(wf, priority_form(href, token, wf), root, trigger),
                 Markup('<div class="actions">%s</div>' % workflow_forms(href, token, wf)),
                 Markup('<p class="links">%s</p>'
                        % link(info["analyze_href"], "Analyze (log and pegasus-analyzer)")),
                 section("History", table(_EVENT_COLUMNS, info["events"], empty="No events."))]
-        live = wf["state"] in (W.READY, W.PLANNING, W.QUEUED, W.RUNNING)
+        live = wf["state"] in W.ACTIVE
         return self.view("%s.%s" % (ensemble, name), info, pages.join(body), section="ensembles",
                          crumbs=_crumbs(req, ensemble, (name, None, True)),
-                         refresh=REFRESH if live else None)
+                         refresh=REFRESH if live and running is not False else None)
 
     def _master_link(self, req, wf_uuid):
         if not wf_uuid:
@@ -174,6 +191,7 @@ class EnsemblePages:
         href = req.url("ensembles", ensemble, "triggers", name)
         for w in t["workflows"]:
             w["href"] = req.url("ensembles", ensemble, "workflows", w["name"])
+        running, down = self.manager_state(req, info)
         facts = [("State", state_badge(t["state"])), ("Type", t["type"]),
                  ("Every", pages.duration(t["interval"])),
                  ("Next firing", pages.when(t["next_fire"])),
@@ -189,12 +207,12 @@ class EnsemblePages:
                            Column("State", lambda w: state_badge(w["state"] or "-"))],
                           t["workflows"], empty="None yet.")
         live = t["state"] in TriggerState.LIVE
-        body = [dl(facts), trigger_form(href, token) if live else Markup(""),
+        body = [down, dl(facts), trigger_form(href, token) if live else Markup(""),
                 section("Workflows it submitted (%d)" % t["workflow_count"], submitted),
                 section("History", table(_EVENT_COLUMNS, info["events"], empty="No events."))]
         return self.view("Trigger %s" % name, info, pages.join(body), section="ensembles",
                          crumbs=_crumbs(req, ensemble, (name, None, True)),
-                         refresh=REFRESH if live else None)
+                         refresh=REFRESH if live and running is not False else None)
 
 
 def _failing(t):
@@ -232,7 +250,7 @@ _EVENT_COLUMNS = [
     Column("Time", lambda e: pages.when(e["time"]), key=lambda e: e["time"]),
     Column("From", lambda e: e["old_state"] or "-"),
     Column("To", lambda e: state_badge(e["new_state"])),
-    Column("Reason", lambda e: e["reason"] or ""),
+    Column("Reason", lambda e: pages.prose(e["reason"] or "")),
 ]
 
 
@@ -243,17 +261,33 @@ def fill(n, limit):
 
 
 def state_counts(counts):
-    parts = ["%s %s" % (state_badge(s), escape(n)) for s, n in counts.items() if n]
+    parts = ['<span class="pair">%s %s</span>' % (state_badge(s), escape(n))
+             for s, n in counts.items() if n]
     return Markup('<span class="counts">%s</span>' % " ".join(parts)) if parts else "none"
 
 
 def event_text(e):
+    """The change and its time; its reason is the workflow's, shown in a column of its own."""
     if not e:
         return "-"
     arrow = "%s \u2192 %s" % (e["old_state"], e["new_state"]) if e["old_state"] else e["new_state"]
-    reason = ": " + e["reason"] if e.get("reason") else ""
-    return Markup('%s <span class="why">%s%s</span>'
-                  % (escape(arrow), escape(pages.when(e["time"])), escape(reason)))
+    return Markup('<span class="change">%s</span> <span class="why when">%s</span>'
+                  % (escape(arrow), escape(pages.when(e["time"]))))
+
+
+def workflow_facts(wf, priority, root, trigger):
+    """An ensemble workflow's facts; what waiting workflows alone have is left out for others."""
+    waiting = [("Waiting for", wf["waiting"])] if wf["waiting"] else []
+    queued = [("Queue position", wf["position"])] if wf["position"] else []
+    return dl([("State", state_badge(wf["state"]))] + waiting +
+              [("Reason", pages.breakable(wf["reason"])), ("Priority", priority)] + queued +
+              [("Created", pages.when(wf["created"])), ("Updated", pages.when(wf["updated"])),
+               ("Base directory", pages.breakable(wf["basedir"])),
+               ("Plan command", Markup("<code>%s</code>" % pages.breakable(wf["plan_command"]))),
+               ("Submit directory", pages.breakable(wf["submitdir"])),
+               ("Workflow UUID", wf["wf_uuid"]),
+               ("Workflow pages", link(root, "details, jobs, statistics") if root else "-"),
+               ("Triggered by", trigger), ("Log", pages.breakable(wf["log"]))])
 
 
 def ensemble_forms(href, token, state):
@@ -275,8 +309,10 @@ def workflow_forms(href, token, wf):
     return Markup("".join(forms))
 
 
-def priority_form(href, token, priority):
-    if token is None:
+def priority_form(href, token, wf):
+    """A box to change the priority where it still orders the queue, else the number."""
+    priority = wf["priority"]
+    if token is None or wf["state"] not in PRIORITIZED:
         return escape(priority)
     field = Markup('<input type="number" name="priority" value="%s" aria-label="priority" '
                    'step="1">' % escape(priority))

@@ -68,6 +68,20 @@ class EMProxy:
         return (status, self._headers(answer_headers, url, public_base),
                 _rewrite(data, url, public_base))
 
+    @staticmethod
+    def running(home):
+        """Whether the user's daemon is up: True, False, or None when this process cannot
+        tell (the endpoint file belongs to someone else: only its owner can check it)."""
+        path = os.path.join(home, ".pegasus", "em-server.json")
+        try:
+            if os.stat(path).st_uid != os.geteuid():
+                return None
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
+        return read_endpoint(path) is not None
+
     def credentials(self, path, user):
         """The Basic header for the user's daemon, from their service.py (re-read on change).
 

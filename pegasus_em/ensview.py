@@ -8,6 +8,7 @@ workflow's last event, and why a waiting workflow waits.
 """
 
 import os
+import threading
 import time
 
 from . import db as emdb
@@ -53,6 +54,7 @@ class Snapshot:
 class Ensembles:
     def __init__(self, conns=None):
         self.conns = conns or Connections()
+        self._local = threading.local()
 
     def open(self, home):
         """A read-only handle on em.db; Unavailable when there is none, EMSchemaProblem when
@@ -173,20 +175,28 @@ class Ensembles:
         return {"ensemble": {"name": e.name, "state": e.state}, "trigger": out,
                 "events": [event_dict(r) for r in reversed(events)]}
 
-    def not_started(self, home, known_uuids):
-        """Ensemble workflows that were planned (they have a submit dir) but are not in the
-        master DB: their DAGMan never started (or monitord never wrote)."""
+    def by_uuid(self, home):
+        """wf_uuid -> the ensemble workflow that planned it, for every workflow the
+        ensemble manager planned ({} without an em.db): the workflow list names runs by
+        it, and shows the planned ones that no DAGMan started.  Kept by this thread until
+        the daemon commits again (the list is polled); callers must not change it."""
         try:
             handle = self.open(home)
         except (Unavailable, EMSchemaProblem):
-            return []
+            return {}
+        version = handle.data_version()
+        cached = getattr(self._local, "planned", None)
+        if cached and cached[0] is handle and cached[1] == version:
+            return cached[2]
         rows = handle.execute(
             "SELECT e.name, w.name, w.state, w.wf_uuid, w.submitdir, w.created, w.updated,"
             " w.reason FROM workflows w JOIN ensembles e ON e.id = w.ensemble_id"
             " WHERE w.submitdir IS NOT NULL AND w.wf_uuid IS NOT NULL").fetchall()
-        return [{"ensemble": r[0], "name": r[1], "em_state": r[2], "wf_uuid": r[3],
-                 "submit_dir": r[4], "created": r[5], "updated": r[6], "reason": r[7]}
-                for r in rows if r[3] not in known_uuids]
+        planned = {r[3]: {"ensemble": r[0], "name": r[1], "em_state": r[2], "wf_uuid": r[3],
+                          "submit_dir": r[4], "created": r[5], "updated": r[6], "reason": r[7]}
+                   for r in rows}
+        self._local.planned = (handle, version, planned)
+        return planned
 
 
 def queue_order(rows):

@@ -48,6 +48,18 @@ def escape(value):
 _EMPTY = Markup("")
 
 
+def breakable(text):
+    """Escaped text that may wrap after each '/': a long path wraps between its parts,
+    never inside a name."""
+    return Markup(escape(text).replace("/", "/<wbr>"))
+
+
+def prose(text):
+    """Free text (a reason, an error) in a table: it may break inside a long token, such as
+    a Java class name, rather than widen the table past the window."""
+    return Markup('<span class="prose">%s</span>' % breakable(text))
+
+
 def join(parts, sep=""):
     return Markup(escape(sep).join(escape(p) for p in parts))
 
@@ -140,7 +152,9 @@ def table(columns, rows, cls="grid", sortable=True, empty="Nothing to show.", ca
         return Markup('<p class="muted empty">%s</p>' % escape(empty))
     head = "".join('<th scope="col"%s>%s</th>'
                    % (' class="num"' if c.numeric else "", escape(c.title)) for c in columns)
-    out = ['<table class="%s%s">' % (escape(cls), " sortable" if sortable else "")]
+    # In a scrolling box: a table that cannot fit scrolls rather than break words.
+    out = ['<div class="scroll"><table class="%s%s">'
+           % (escape(cls), " sortable" if sortable else "")]
     if caption:
         out.append("<caption>%s</caption>" % escape(caption))
     out.append("<thead><tr>%s</tr></thead><tbody>" % head)
@@ -157,7 +171,7 @@ def table(columns, rows, cls="grid", sortable=True, empty="Nothing to show.", ca
             else:
                 cells.append(f'<td{cls_attr} data-sort="{_escape(str(key(row)))}">{value}</td>')
         append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return Markup("".join(out))
 
 
@@ -220,13 +234,16 @@ def action_form(action, csrf, button, fields=(), cls="act", danger=False, extra=
 # ---- formatting --------------------------------------------------------------------------
 
 def when(ts):
-    """Server local time of an epoch, '-' for None."""
+    """Server local time of an epoch, '-' for None; it may wrap after the date, never
+    before the time zone."""
     if ts is None or ts == "":
         return "-"
     try:
-        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(ts)))
+        text = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(ts)))
     except (TypeError, ValueError, OverflowError, OSError):
         return str(ts)
+    stamp, _, zone = text.rpartition(" ")
+    return stamp + "\u00a0" + zone if zone else stamp
 
 
 def duration(seconds):

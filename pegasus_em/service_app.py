@@ -19,13 +19,15 @@ URL scheme, below the prefix:
                                   `pegasus-em --url https://HOST:5000[/PREFIX]` works
 """
 
+import html
 import logging
 import os
 import pwd
 import re
 
 from . import assets, web
-from .errors import BadRequest, EMError, Forbidden, NotFound, TooManyRequests, Unauthorized
+from .errors import (BadRequest, EMError, Forbidden, MethodNotAllowed, NotFound, TooManyRequests,
+                     Unauthorized)
 from .userapp import Call, Reply, error_reply, json_reply, passwd
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class ServiceApp:
         try:
             reply = self.handle(environ)
         except EMError as e:
-            reply = error_reply(e)
+            reply = self.refusal(environ, e)
             if e.status == 401:
                 reply.headers.append(("WWW-Authenticate",
                                       'Basic realm="%s", charset="UTF-8"' % self.auth.realm))
@@ -109,13 +111,28 @@ class ServiceApp:
         except Exception:
             log.exception("internal error in %s %s", environ.get("REQUEST_METHOD"),
                           environ.get("PATH_INFO"))
-            reply = json_reply(500, {"message": "Internal server error"})
+            reply = self.refusal(environ, ServerError("Internal server error"))
         headers = list(reply.headers) + [web.csp_header(reply.sandbox)] + \
             list(web.SECURITY_HEADERS) + [("Content-Length", str(len(reply.body)))]
         start_response(web.status_line(reply.status), headers)
         if isinstance(reply.body, bytes):
             return [reply.body]
         return reply.body  # a long reply, streamed from the worker as it is sent
+
+    def refusal(self, environ, e):
+        """The listener's own error reply: 5.x's JSON body for the APIs and scripts, a small
+        page of its own for a browser (a page asked for with Accept: text/html)."""
+        try:
+            path = self.local_path(environ.get("PATH_INFO") or "/")
+        except EMError:
+            path = ""
+        accept = environ.get("HTTP_ACCEPT", "")
+        if "text/html" not in accept or API_ROUTES.match(path) or path.endswith(".json"):
+            return error_reply(e)
+        reply = error_page(e.status, e.message, self.mount(environ))
+        if isinstance(e, MethodNotAllowed):
+            reply.headers.append(("Allow", ", ".join(e.allowed)))
+        return reply
 
     def handle(self, environ):
         path = self.local_path(environ.get("PATH_INFO") or "/")
@@ -191,6 +208,44 @@ class ServiceApp:
         """Where the service lives on this host (mount point + prefix): every link is
         root-relative and starts here; the Host header never reaches a link."""
         return environ.get("SCRIPT_NAME", "").rstrip("/") + self.prefix
+
+
+class ServerError(EMError):
+    status = 500
+
+
+_ERROR_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} &middot; Pegasus</title>
+<link rel="icon" href="{icon}" type="image/svg+xml">
+<link rel="stylesheet" href="{css}">
+</head>
+<body>
+<header class="top"><a class="brand" href="{home}">Pegasus</a></header>
+<main id="main">
+<h1>{title}</h1>
+<p class="notice error" role="alert">{message}</p>
+<p><a href="{home}">Your workflows</a></p>
+</main>
+</body>
+</html>
+"""
+
+
+def error_page(status, message, mount):
+    """A browser's error page, made here rather than by a user's process: every value
+    escaped, no script, the dashboard's style sheet (which this process serves)."""
+    def static(name):
+        return html.escape("%s/static/%s?v=%s" % (mount, name, assets.version(name)))
+
+    page = _ERROR_PAGE.format(
+        title=html.escape(web.status_line(status).split(" ", 1)[1]), message=html.escape(message),
+        css=static("dashboard.css"), icon=static("favicon.svg"), home=html.escape(mount + "/"))
+    return Reply(status, [("Content-Type", "text/html; charset=utf-8"),
+                          ("Cache-Control", "no-store")], page.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- untrusted replies

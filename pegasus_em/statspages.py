@@ -97,8 +97,7 @@ class StatsPages:
         body.append(self._integrity(data))
         stats = table(self._stat_columns(req, ctx), jobs, cls="grid stats",
                       empty="No job has run.")
-        body.append(section("Jobs (times in seconds)", Markup('<div class="scroll">%s</div>'
-                                                              % stats) +
+        body.append(section("Jobs (times in seconds)", stats +
                             pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))))
         return self.view("Statistics", data, pages.join(body),
                          crumbs=self.crumbs(req, ctx, ("Statistics", None, True)))

@@ -26,7 +26,7 @@ SORTS = {"submitted": lambda r: (r["timestamp"] or 0, r["wf_id"] or 0),
          "host": lambda r: ((r["submit_hostname"] or "").lower(), -(r["timestamp"] or 0))}
 LIST_FIELDS = ("wf_id", "wf_uuid", "dax_label", "state", "reason", "timestamp", "submit_hostname",
                "submit_dir", "user", "last_state", "status", "restart_count", "archived",
-               "ensemble", "href")
+               "ensemble", "em_workflow", "em_href", "href")
 JOB_TABS = (("failed", "Failed"), ("failing", "Failing"), ("running", "Running"),
             ("successful", "Successful"))
 ARCHIVED = Markup(' <span class="state s-archived" title="archived in the master database">'
@@ -62,15 +62,17 @@ class WorkflowPages:
             raise BadRequest("sort must be one of %s (- for descending)" % ", ".join(SORTS))
         offset = req.int_arg("offset")
         limit = req.int_arg("limit", LIST_LIMIT, 1, 100000)
-        rows, problem = self._root_rows(req, text, since)
+        rows, problem, planned = self._root_rows(req, text, since)
         counts = collections.Counter(r["state"] for r in rows)
         shown = sorted((r for r in rows if r["state"] == state) if state else rows,
                        key=SORTS[sort.lstrip("-")], reverse=sort.startswith("-"))
         page_rows = shown[offset:offset + limit]
         prefix = req.url("r", "")
         for r in page_rows:
-            if r.get("ensemble") is None:
+            if r["wf_id"] is not None:
                 r["href"] = prefix + str(r["wf_id"])
+        if planned:
+            page_rows = self._with_em_names(req, page_rows, planned)
         if req.json:
             page_rows = [{k: r.get(k) for k in LIST_FIELDS} for r in page_rows]
         data = {"counts": dict({s: counts.get(s, 0) for s in STATE_LABELS}, total=len(rows)),
@@ -103,24 +105,51 @@ class WorkflowPages:
                                  % e.message)
         except stampede.SchemaProblem as e:
             rows, problem = [], "The master database cannot be read: %s" % e.message
+        planned = self.ensembles.by_uuid(req.home)
+        if not planned:
+            return rows, problem, planned
         needle = text.casefold()
-        extra = []
         filtered = bool(text) or since is not None
         known = self._known_uuids(req) if filtered else set(r["wf_uuid"] for r in rows)
-        for w in self.ensembles.not_started(req.home, known):
-            hay = " ".join(str(w[k] or "") for k in ("name", "submit_dir", "wf_uuid", "ensemble"))
-            if (needle and needle not in hay.casefold()) or \
-                    (since is not None and w["created"] < since):
-                continue
-            extra.append({
-                "wf_id": None, "wf_uuid": w["wf_uuid"], "state": stampede.NOT_STARTED,
-                "dax_label": "%s.%s" % (w["ensemble"], w["name"]),
-                "reason": "planned by the ensemble manager (%s); no DAGMan has started it yet"
-                          % w["em_state"],
-                "timestamp": w["created"], "submit_hostname": None, "submit_dir": w["submit_dir"],
-                "user": None, "ensemble": w["ensemble"],
-                "href": req.url("ensembles", w["ensemble"], "workflows", w["name"])})
-        return (rows + extra if extra else rows), problem
+        if needle:
+            rows = rows + self._found_by_em_name(req, needle, since, planned, rows)
+        extra = [self._not_started_row(req, w) for uuid, w in planned.items()
+                 if uuid not in known and _matches(w, needle, since)]
+        return rows + extra, problem, planned
+
+    def _found_by_em_name(self, req, needle, since, planned, found):
+        """Started runs whose ensemble workflow's name (not their label) matches the filter."""
+        seen = set(r["wf_uuid"] for r in found)
+        try:
+            every = self.workflows.roots(req.home, None, since)
+        except (Unavailable, stampede.SchemaProblem):
+            return []
+        return [r for r in every if r["wf_uuid"] not in seen and r["wf_uuid"] in planned
+                and needle in _em_name(planned[r["wf_uuid"]]).casefold()]
+
+    @staticmethod
+    def _not_started_row(req, w):
+        return {
+            "wf_id": None, "wf_uuid": w["wf_uuid"], "state": stampede.NOT_STARTED,
+            "dax_label": _em_name(w),
+            "reason": "planned by the ensemble manager (%s); no DAGMan has started it yet"
+                      % w["em_state"],
+            "timestamp": w["created"], "submit_hostname": None, "submit_dir": w["submit_dir"],
+            "user": None, "ensemble": w["ensemble"], "em_workflow": _em_name(w),
+            "href": req.url("ensembles", w["ensemble"], "workflows", w["name"])}
+
+    @staticmethod
+    def _with_em_names(req, rows, planned):
+        """The page's rows, each run the ensemble manager started named by its ensemble
+        workflow (copies: the master DB's rows are shared with the cache)."""
+        out = []
+        for r in rows:
+            w = planned.get(r["wf_uuid"]) if r["wf_id"] is not None else None
+            if w is not None:
+                r = dict(r, ensemble=w["ensemble"], em_workflow=_em_name(w),
+                         em_href=req.url("ensembles", w["ensemble"], "workflows", w["name"]))
+            out.append(r)
+        return out
 
     def _known_uuids(self, req):
         try:
@@ -137,7 +166,7 @@ class WorkflowPages:
         return Markup(
             '<form class="filter" method="get" action="%s" role="search">'
             '<label>Filter <input type="search" name="q" value="%s" '
-            'placeholder="label, directory, host, uuid"></label> '
+            'placeholder="label, name, directory"></label> '
             '<label>Submitted <select name="window">%s</select></label> '
             '<label>Sort <select name="sort">%s</select></label>%s '
             '<button type="submit">Apply</button></form>'
@@ -149,8 +178,7 @@ class WorkflowPages:
         """Every cell sorts as shown (dates are ISO-like), so no data-sort keys: the list
         can have 10,000 rows."""
         return [
-            Column("Label", lambda r: link(r["href"], r["dax_label"] or r["wf_uuid"]) +
-                   (ARCHIVED if r.get("archived") else "")),
+            Column("Workflow", _label_cell),
             Column("State", lambda r: Markup('%s <span class="why">%s</span>' % (
                 state_badge(r["state"], STATE_LABELS[r["state"]]),
                 escape(r["reason"] if r["state"] not in _QUIET else "")))),
@@ -209,6 +237,7 @@ class WorkflowPages:
         subs = self.workflows.sub_workflows(ctx.db, wf_id) if ctx.wf["children"] else []
         meta = self.workflows.workflow_meta(ctx.db, wf_id)
         n_files = self.workflows.file_count(ctx.db, wf_id)
+        em = self._ensemble_workflow(req, ctx)
         tab = req.args.get("tab") or self._default_tab(counts, subs)
         offset = req.int_arg("offset")
         rows, total, key, table_html = self._tab_rows(req, ctx, tab, subs, meta, offset)
@@ -217,8 +246,9 @@ class WorkflowPages:
                 "states": ctx.states, "archived": ctx.root["archived"],
                 "wall_time": wall, "running_since": since, "cumulative_wall_time": cumulative,
                 "job_counts": counts, "metadata_count": len(meta), "file_count": n_files,
-                "tab": tab, "total": total, "offset": offset, key: rows}
-        body = [self._facts(req, ctx, wall, since, cumulative), self._status_chart(counts),
+                "tab": tab, "total": total, "offset": offset, key: rows,
+                "em_workflow": em[0], "em_href": em[1]}
+        body = [self._facts(req, ctx, wall, since, cumulative, em), self._status_chart(counts),
                 self._wf_links(req, ctx), self._job_tabs(req, counts, subs, tab, meta, n_files),
                 table_html, pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))]
         title = ctx.wf["dax_label"] or ctx.wf["wf_uuid"]
@@ -290,26 +320,40 @@ class WorkflowPages:
     def _dir_link(req, root):
         if not root["submit_dir"]:
             return "-"
-        return link(req.url("r", root["wf_id"], "w", "root", "files"), root["submit_dir"],
-                    class_="path")
+        return link(req.url("r", root["wf_id"], "w", "root", "files"),
+                    pages.breakable(root["submit_dir"]), class_="path")
 
-    def _facts(self, req, ctx, wall, since, cumulative):
+    def _ensemble_workflow(self, req, ctx):
+        """(name, href) of the ensemble workflow that started this root, or (None, None)."""
+        if ctx.wf["wf_id"] != ctx.root_id:
+            return None, None
+        w = self.ensembles.by_uuid(req.home).get(ctx.wf["wf_uuid"])
+        if w is None:
+            return None, None
+        return _em_name(w), req.url("ensembles", w["ensemble"], "workflows", w["name"])
+
+    def _facts(self, req, ctx, wall, since, cumulative, em):
         wf, root = ctx.wf, ctx.root
         is_root = wf["wf_id"] == ctx.root_id
         kind = "root workflow" if is_root else Markup("sub-workflow of %s" % link(
             req.url("r", root["wf_id"], "w", wf["parent_wf_id"]), "its parent"))
+        if em[0]:
+            kind = Markup("root workflow, started by the ensemble manager as %s"
+                          % link(em[1], em[0]))
         dagman = (wf["dag_file_name"] or "") + ".dagman.out" if wf["dag_file_name"] else None
         files = lambda *p: self.wf_url(req, ctx, "files", *p)  # noqa: E731
         restarts = max([s.get("restart_count") or 0 for s in ctx.states] or [0])
         wall_text = pages.duration(wall)
-        if since is not None:
+        if since is not None and ctx.state == stampede.DIED:
+            wall_text = "- (started %s; its DAGMan died)" % pages.when(since)
+        elif since is not None:
             wall_text = "%s (running since %s)" % (wall_text, pages.when(since))
         return dl([("Label", wf["dax_label"]), ("Type", kind),
                    ("Progress", self._state_html(ctx.state, ctx.reason) +
                     (ARCHIVED if root.get("archived") else "")),
                    ("Submit host", wf.get("submit_hostname")), ("User", wf.get("user")),
-                   ("Submit directory", link(files(), wf["submit_dir"], class_="path")
-                    if wf.get("submit_dir") else "-"),
+                   ("Submit directory", link(files(), pages.breakable(wf["submit_dir"]),
+                                             class_="path") if wf.get("submit_dir") else "-"),
                    ("DAGMan output", link(files(dagman), dagman) if dagman else "-"),
                    ("Workflow UUID", wf["wf_uuid"]), ("Planner", wf.get("planner_version")),
                    ("Planned", pages.when(wf.get("timestamp"))), ("Restarts", restarts),
@@ -553,7 +597,7 @@ class WorkflowPages:
                            key=lambda e: e["size"] or 0, numeric=True),
                     Column("Modified", lambda e: pages.when(e["mtime"]),
                            key=lambda e: e["mtime"] or 0)]
-            body = Markup('<p class="path">%s</p>' % escape(real)) + table(
+            body = Markup('<p class="path">%s</p>' % pages.breakable(real)) + table(
                 cols, entries, empty="Empty directory.")
             return self.view(title, data, body, crumbs=crumbs)
         if req.args.get("raw"):
@@ -569,7 +613,7 @@ class WorkflowPages:
                 "truncated": truncated, "binary": binary, "text": text}
         raw = pages.query(here(), raw=1)
         parts = [Markup('<p class="path">%s &middot; %s &middot; %s</p>' % (
-            escape(real), escape(pages.size(size)), link(raw, "download")))]
+            pages.breakable(real), escape(pages.size(size)), link(raw, "download")))]
         if binary:
             parts.append(notice("A binary file; download it to read it.", "info"))
         else:
@@ -608,7 +652,31 @@ def _root_json(root):
 
 
 def _path(text):
-    return Markup('<span class="path">%s</span>' % escape(text))
+    return Markup('<span class="path">%s</span>' % pages.breakable(text))
+
+
+def _label_cell(r):
+    """Pegasus's label (the same for every run of a DAX) and, for a run the ensemble
+    manager started, the ensemble workflow that tells it apart."""
+    cell = link(r["href"], r["dax_label"] or r["wf_uuid"])
+    if r.get("archived"):
+        cell += ARCHIVED
+    if r.get("em_href"):
+        cell += Markup('<span class="em"><span class="why">ensemble workflow</span> %s</span>'
+                       % link(r["em_href"], r["em_workflow"]))
+    return cell
+
+
+def _em_name(w):
+    return "%s.%s" % (w["ensemble"], w["name"])
+
+
+def _matches(w, needle, since):
+    """Whether a planned ensemble workflow passes the list's filter."""
+    if since is not None and w["created"] < since:
+        return False
+    hay = " ".join(str(w[k] or "") for k in ("name", "submit_dir", "wf_uuid", "ensemble"))
+    return not needle or needle in (hay + " " + _em_name(w)).casefold()
 
 
 def _options(current, choices):

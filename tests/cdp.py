@@ -116,6 +116,7 @@ class Browser:
             page = [t for t in json.load(r) if t.get("type") == "page"][0]
         self.ws = WebSocket(page["webSocketDebuggerUrl"], timeout)
         self.next_id = 0
+        self.width = 0
         self.events = []
         self.problems = []
         for domain in ("Page", "Runtime", "Log", "Network"):
@@ -167,6 +168,23 @@ class Browser:
         if "exceptionDetails" in result:
             raise RuntimeError("evaluate %r: %s" % (expression, result["exceptionDetails"].get("text")))
         return result["result"].get("value")
+
+    def set_width(self, width, height=900):
+        """Lay the page out as in a window `width` CSS pixels wide (no reload needed)."""
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                  mobile=False)
+        self.call("Emulation.setScrollbarsHidden", hidden=True)
+        self.width = width
+
+    def screenshot(self, path):
+        """The whole page (not just the window) as a PNG file."""
+        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+        width = max(self.width, size["width"])  # wider than the window: it shows
+        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                         clip={"x": 0, "y": 0, "width": width, "height": min(size["height"], 8000), "scale": 1})
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
+        return path
 
     def click_and_wait(self, selector):
         """Click the element (a submit button) and wait for the page it leads to."""

@@ -201,3 +201,62 @@ def _mount(app, script_name):
         environ = dict(environ, SCRIPT_NAME=script_name, PATH_INFO=path[len(script_name):])
         return app(environ, start_response)
     return mounted
+
+
+# ---- how a page reads in a browser ----------------------------------------------------------
+
+WIDTHS = (1400, 800)
+
+# What reads badly, measured in the page: a word of a name, a button's label or a badge that
+# wraps onto two lines (prose, reasons and times may wrap; paths wrap after a slash, names at
+# a hyphen), a button wider than its label, a page wider than the window, a table that does
+# not fit its box (it then scrolls sideways).
+LAYOUT_JS = r"""(() => {
+  const bad = [];
+  const lines = r => new Set(Array.from(r.getClientRects()).filter(x => x.width > 0)
+                                  .map(x => Math.round(x.top))).size;
+  const names = "main a, main button, main .state, main h1, nav.crumbs a, nav.crumbs span, main dt";
+  for (const el of document.querySelectorAll(names)) {
+    if (el.closest(".prose, .why, pre")) { continue; }
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.data.matchAll(/[A-Za-z0-9_.:]+/g)) {
+        const r = document.createRange();
+        r.setStart(node, m.index);
+        r.setEnd(node, m.index + m[0].length);
+        if (lines(r) > 1) { bad.push("word broken: " + m[0]); }
+      }
+    }
+  }
+  for (const b of document.querySelectorAll("main button")) {
+    const r = document.createRange();
+    r.selectNodeContents(b);
+    const s = getComputedStyle(b);
+    const room = ["paddingLeft", "paddingRight", "borderLeftWidth", "borderRightWidth"]
+      .reduce((sum, k) => sum + parseFloat(s[k]), 0);
+    if (lines(r) > 1 || b.getBoundingClientRect().width > r.getBoundingClientRect().width + room + 2) {
+      bad.push("button not the size of its label: " + b.textContent);
+    }
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth) {
+    bad.push("page wider than the window: " + document.documentElement.scrollWidth);
+  }
+  for (const d of document.querySelectorAll("div.scroll")) {
+    if (d.scrollWidth > d.clientWidth && !d.querySelector("table.stats")) {
+      bad.push("table wider than the page: " + (d.closest("section") || d).textContent.slice(0, 40));
+    }
+  }
+  return bad;
+})()"""
+
+
+def look_at(browser, url, directory, name):
+    """Load `url` at each of WIDTHS, save a screenshot (name-WIDTH.png in `directory`, to
+    look at) and return what reads badly, as (width, problem) pairs."""
+    problems = []
+    for width in WIDTHS:
+        browser.set_width(width)
+        browser.load(url)
+        browser.screenshot(os.path.join(directory, "%s-%d.png" % (name, width)))
+        problems += [(width, p) for p in browser.evaluate(LAYOUT_JS)]
+    return problems

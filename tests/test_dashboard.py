@@ -362,6 +362,8 @@ def test_dead_dagman_is_not_running_forever(world, app):
     _, data = app.json("/u/alice/r/%d" % m)
     assert data["state"] == "died" and data["root"]["last_state"] == "WORKFLOW_STARTED"
     assert "DAGMan died" in data["reason"]
+    page = app.request("/u/alice/r/%d" % m)[2]
+    assert "running since" not in page and "its DAGMan died" in page  # its wall time is not counting on
     _, data = app.json("/u/alice/?state=died")
     assert [w["dax_label"] for w in data["workflows"]] == ["died"]
 

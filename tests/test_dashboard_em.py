@@ -4,6 +4,7 @@ that user (as pegasus-service's per-user process does), reading em.db
 read-only and sending actions to the daemon through emproxy.  Then a headless
 Chromium loads the main pages and clicks an action through."""
 
+import base64
 import html
 import json
 import os
@@ -19,6 +20,9 @@ import pytest
 
 import cdp
 from conftest import Daemon, wait_until
+from dashboard_fixtures import look_at
+from pegasus_em import web
+from service_fixtures import Service, make_certificate
 
 SERVE = """
 import os, sys
@@ -200,6 +204,48 @@ def test_workflow_list_has_planned_workflows_that_never_started(world):
     assert data["counts"]["not-started"] == 4 and data["counts"]["running"] == 1
 
 
+def test_workflow_list_names_runs_by_their_ensemble_workflow(world):
+    """Every run of one DAX has Pegasus's label ("workflow"): the list names each run the
+    ensemble manager started by its ensemble workflow (matched by wf_uuid), linked to its page,
+    and the filter finds it by that name."""
+    _, data = world.json(world.base + "/")
+    by_uuid = {w["wf_uuid"]: w for w in data["workflows"]}
+    for name in ("done", "stuck"):
+        row = by_uuid[world.api("GET", "/ensembles/e1/workflows/" + name)["wf_uuid"]]
+        assert row["wf_id"] and row["dax_label"] == "workflow" and row["href"].endswith("/r/%d" % row["wf_id"])
+        assert row["em_workflow"] == "e1." + name and row["ensemble"] == "e1"
+        assert row["em_href"] == world.base + "/ensembles/e1/workflows/" + name
+    _, _, page = world.request(world.base + "/")
+    assert '<a href="%s/ensembles/e1/workflows/done">e1.done</a>' % world.base in page
+    _, found = world.json(world.base + "/?q=E1.DONE")
+    assert [w["em_workflow"] for w in found["workflows"]] == ["e1.done"] and found["workflows"][0]["wf_id"]
+    _, details = world.json(found["workflows"][0]["href"])  # and the run's own page names it too
+    assert details["em_workflow"] == "e1.done" and details["em_href"] == world.base + "/ensembles/e1/workflows/done"
+    assert 'started by the ensemble manager as <a href="%s">e1.done</a>' % details["em_href"] in \
+        world.request(found["workflows"][0]["href"])[2]
+
+
+def queue_rows(world, ensemble):
+    """workflow name -> its row of the ensemble page's queue (HTML)."""
+    _, _, page = world.request(world.base + "/ensembles/" + ensemble)
+    queue = page.split("Workflows, in queue order")[1].split("<h2>")[0]
+    return {re.search(r'/workflows/(\w+)">', row).group(1): row for row in queue.split("<tr>")[2:]}
+
+
+def test_ensemble_page_shows_each_reason_once_and_priorities_only_where_they_count(world):
+    rows = queue_rows(world, "e1")
+    assert rows["stuck"].count("starting pegasus-run") == 1  # the reason, not again in the last event
+    assert "QUEUED \u2192 RUNNING" in rows["stuck"]
+    for name in ("waiting", "later"):
+        assert 'name="priority"' in rows[name], name
+    for name in ("stuck", "broken", "done"):  # running or finished: the priority decides nothing
+        assert 'name="priority"' not in rows[name] and 'name="action" value="priority"' not in rows[name], name
+    _, _, page = world.request(world.base + "/ensembles/e1/workflows/done")
+    assert 'name="priority"' not in page and "Waiting for" not in page
+    _, _, page = world.request(world.base + "/ensembles/e1/workflows/later")
+    assert 'name="priority"' in page and "Waiting for" in page
+
+
 def test_actions_need_a_valid_token_from_this_site(world):
     path = world.base + "/ensembles/e1"
     assert world.request(path, "POST", {"action": "pause"})[0] == 403
@@ -251,21 +297,30 @@ def test_actions_go_through_the_daemon_and_say_what_happened(world):
 
 
 def test_a_headless_browser_loads_the_pages_and_clicks_an_action(world, tmp_path):
+    """Each page at 1,400 and 800 px wide, with a screenshot (in tmp_path, to look at): no
+    name or button label broken, no button wider than its label, every table fits."""
     chromium = cdp.find_chromium()
     if chromium is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); .ci/run installs it")
     profile = tempfile.mkdtemp(prefix="chromium-", dir=str(tmp_path))
     browser = cdp.Browser(profile, chromium)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
     try:
         _, listing = world.json(world.base + "/")
         root = [w for w in listing["workflows"] if w["wf_id"]][0]["href"]
+        problems = []
         for path in ("/", root, root + "/w/1/statistics", root + "/w/1/charts", root + "/w/1/files/",
-                     "/ensembles", "/ensembles/e1", "/ensembles/e1/workflows/done"):
+                     "/ensembles", "/ensembles/e1", "/ensembles/e1/workflows/done",
+                     "/ensembles/e1/workflows/waiting", "/ensembles/e1/triggers/nightly"):
             url = world.url + (path if path.startswith("/u/") else world.base + path)
-            browser.load(url)
+            name = re.sub(r"\W+", "_", path.replace(world.base, "")).strip("_") or "workflows"
+            problems += [(path,) + p for p in look_at(browser, url, str(shots), name)]
             assert browser.evaluate("document.title").endswith("Pegasus"), url
             assert browser.evaluate("document.querySelectorAll('table.sortable th[tabindex]').length"
                                     " === document.querySelectorAll('table.sortable th').length"), url
+        assert problems == []
+        assert len(os.listdir(str(shots))) == 20
         browser.load(world.url + world.base + "/ensembles/e1")
         assert browser.evaluate("!!document.querySelector('header .live input')")  # auto-refresh is on
         browser.evaluate("document.querySelector('table.sortable th').click()")
@@ -294,3 +349,89 @@ def test_a_failing_trigger_page_says_since_when_with_its_first_and_last_error(wo
     status, _, page = world.request(world.base + "/ensembles/e2/triggers/flaky")
     assert status == 200 and "yes, since" in page
     world.api("DELETE", "/ensembles/e2/triggers/flaky")
+
+
+@pytest.fixture(scope="module")
+def service(world, sandbox):
+    """A real pegasus-service (root, process switching, PAM) where the world's user signs in."""
+    subprocess.run(["chpasswd"], input="%s:%s\n" % (world.user.name, LOGIN), text=True, check=True)
+    cert, key = make_certificate(sandbox.base)
+    svc = Service(sandbox, "CERTIFICATE = %r\nPRIVATE_KEY = %r\n" % (cert, key), python=world.user.python).start()
+    yield svc
+    svc.stop()
+
+
+LOGIN = "Pw-dash-1x"
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_the_service_refuses_a_browser_with_a_page_and_scripts_with_json(world, service):
+    """The listener answers 401/403/404 itself: a browser gets a small page of the service's
+    own (escaped, the service's CSP and style sheet), API clients keep 5.x's JSON body."""
+    client, u = service.client(), world.user
+    evil = urllib.parse.quote("<img src=x onerror=alert(1)>", safe="")
+    status, resp, page = client.request("GET", "/u/%s/" % evil, u.name, LOGIN,
+                                        headers={"Accept": BROWSER_ACCEPT})
+    assert status == 403 and resp.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert page.startswith("<!DOCTYPE html>") and "<h1>Forbidden</h1>" in page
+    assert "<img" not in page and "<script" not in page and "&lt;img src=x onerror=alert(1)&gt;&#x27;s data" in page
+    assert resp.getheader("Content-Security-Policy") == web.CSP and resp.getheader("X-Frame-Options") == "DENY"
+    css = re.search(r'<link rel="stylesheet" href="([^"]+)">', page).group(1)
+    assert css.startswith("/static/dashboard.css?v=") and client.request("GET", css)[0] == 200
+    status, resp, body = client.request("GET", "/u/root/", u.name, LOGIN)  # Accept: application/json
+    assert status == 403 and body == {"message": "%s may not see root's data (ADMIN_USERS)" % u.name}
+    for path in ("/api/v1/user/root/root", "/api/v1/user/root/ensembles"):  # the APIs: 5.x's JSON, always
+        status, resp, body = client.request("GET", path, u.name, LOGIN, headers={"Accept": BROWSER_ACCEPT})
+        assert status == 403 and body["message"].endswith("(ADMIN_USERS)"), path
+    status, resp, page = client.request("GET", "/u/%s/" % u.name, headers={"Accept": BROWSER_ACCEPT})
+    assert status == 401 and resp.getheader("WWW-Authenticate").startswith("Basic realm=")
+    assert "<h1>Unauthorized</h1>" in page and "Authentication required" in page
+    status, resp, page = client.request("GET", "/nothing-here", u.name, LOGIN,
+                                        headers={"Accept": BROWSER_ACCEPT})
+    assert status == 404 and "<h1>Not Found</h1>" in page and "No such resource: /nothing-here" in page
+    assert client.request("GET", "/u/%s/" % u.name, u.name, LOGIN, headers={"Accept": BROWSER_ACCEPT})[0] == 200
+
+
+def test_a_browser_shows_the_refusal_page_styled(world, service, tmp_path):
+    chromium = cdp.find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); .ci/run installs it")
+    browser = cdp.Browser(tempfile.mkdtemp(prefix="chromium-", dir=str(tmp_path)), chromium,
+                          flags=["--ignore-certificate-errors"])
+    try:
+        token = base64.b64encode(("%s:%s" % (world.user.name, LOGIN)).encode()).decode()
+        browser.call("Network.setExtraHTTPHeaders", headers={"Authorization": "Basic " + token})
+        problems = look_at(browser, service.url + "/u/root/", str(tmp_path), "forbidden")
+        assert problems == []
+        assert browser.evaluate("document.querySelector('h1').textContent") == "Forbidden"
+        assert browser.evaluate("document.querySelector('.notice.error').textContent") == \
+            "%s may not see root's data (ADMIN_USERS)" % world.user.name
+        # the service's own style sheet applies (the page's CSP lets it): the header is dark
+        assert browser.evaluate("getComputedStyle(document.querySelector('header.top')).backgroundColor") == \
+            "rgb(23, 50, 79)"
+        assert [p for p in browser.problems if not p.endswith("/u/root/")] == []  # but the 403 itself
+    finally:
+        browser.close()
+
+
+def test_ensemble_pages_say_when_the_ensemble_manager_is_not_running(world):
+    """With the daemon stopped the pages would show its last state as if live: they say at
+    the top that it is not running and how to start it, and stop refreshing themselves."""
+    paths = ["/ensembles", "/ensembles/e1", "/ensembles/e1/workflows/stuck", "/ensembles/e1/triggers/nightly"]
+    for path in paths:
+        _, data = world.json(world.base + path)
+        assert data["manager_running"] is True and "manager_notice" not in data, path
+    assert "data-refresh" in world.request(world.base + "/ensembles/e1")[2]
+    world.em.stop()
+    try:
+        for path in paths:
+            _, data = world.json(world.base + path)
+            assert data["manager_running"] is False and "pegasus-em server" in data["manager_notice"], path
+            _, _, page = world.request(world.base + path)
+            below_title = page.split("</h1>")[1].lstrip()
+            assert below_title.startswith('<p class="notice error"') and "data-refresh" not in page, path
+            assert "ensemble manager is not running" in page and "Start it (as %s)" % world.user.name in page
+    finally:
+        world.em.start()
+    _, data = world.json(world.base + "/ensembles/e1")
+    assert data["manager_running"] is True and "data-refresh" in world.request(world.base + "/ensembles/e1")[2]

@@ -18,7 +18,7 @@ import urllib.parse
 import pytest
 
 import cdp
-from dashboard_fixtures import Served, World
+from dashboard_fixtures import Served, World, look_at
 
 from pegasus_em import dashboard
 
@@ -450,5 +450,27 @@ def test_a_browser_opens_every_pegasus_5x_url_and_finds_the_right_content(world,
                 assert urllib.parse.unquote(where) == want, path
         # a JSON or text document has no <link rel=icon>: Chromium then asks for /favicon.ico
         assert [p for p in browser.problems if "favicon.ico" not in p and "ERR_BLOCKED_BY_ORB" not in p] == []
+    finally:
+        browser.close()
+
+
+def test_every_page_reads_well_at_1400_and_800_pixels(world, app, tmp_path):
+    """A screenshot of each page at both widths (in tmp_path, to look at); no job, file or
+    transformation name broken, no table wider than the page (but the per-job statistics)."""
+    chromium = cdp.find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); .ci/run installs it")
+    browser = cdp.Browser(tempfile.mkdtemp(prefix="chromium-", dir=str(tmp_path)), chromium)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    ok, hier = base(world, "ok"), base(world, "hier")
+    paths = [p for p, (kind, _) in shapes(world) if kind == "h1"] + [
+        hier + "?tab=sub", base(world, "failing"), base(world, "died"), ok + "?tab=files", ok + "?tab=metadata"]
+    try:
+        problems = []
+        for i, path in enumerate(paths):
+            problems += [(path,) + p for p in look_at(browser, app.url + path, str(shots), "page%02d" % i)]
+        assert problems == []
+        assert len(os.listdir(str(shots))) == 2 * len(paths)
     finally:
         browser.close()

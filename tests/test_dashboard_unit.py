@@ -33,6 +33,16 @@ def test_table_cells_and_sort_keys_are_escaped():
     assert pages.table(cols, [], empty=EVIL) == '<p class="muted empty">%s</p>' % pages.escape(EVIL)
 
 
+def test_paths_and_prose_wrap_only_where_they_may():
+    """A path wraps after a slash (never inside a name), prose anywhere; both stay escaped."""
+    assert pages.breakable("/a/<b>/c") == "/<wbr>a/<wbr>&lt;b&gt;/<wbr>c"
+    assert pages.prose('<i a="b">/x') == '<span class="prose">&lt;i a=&quot;b&quot;&gt;/<wbr>x</span>'
+    assert pages.breakable(None) == ""
+    assert pages.table([pages.Column("A", lambda r: r)], ["x"]).startswith('<div class="scroll"><table ')
+    stamp = pages.when(0)
+    assert stamp[10] == " " and " " not in stamp[11:] and "\u00a0" in stamp  # the zone stays with the time
+
+
 def test_page_has_no_inline_script_or_style():
     html = pages.page(EVIL, pages.Markup("<p>body</p>"), crumbs=[(EVIL, "/x?a=1&b=2", False)],
                       nav=[("W", "/w", True)], who=EVIL, css="/c.css", js="/j.js", icon="/i.svg",
