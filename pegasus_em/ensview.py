@@ -3,8 +3,9 @@
 writer; actions go through it, see dashboard.py).
 
 Adds what the API does not say: how full each ensemble's throttles are, the
-queue order the engine follows (higher priority first, then oldest), each
-workflow's last event, and why a waiting workflow waits.
+queue order the engine follows, each workflow's last event, and why a waiting
+workflow waits.  The SQL is `store`'s and the place in the queue and the
+reasons are `explain`'s, so the dashboard and `pegasus-em why` agree.
 """
 
 import os
@@ -12,18 +13,19 @@ import threading
 import time
 
 from . import db as emdb
-from . import store
-from .model import Workflow
+from . import explain, store
 from .errors import EMError
 from .masterdb import Connections, Unavailable
 from .owned import reader_uid
-from .states import EnsembleState, WorkflowState
+from .states import TriggerState, WorkflowState
 
 DB_NAME = "em.db"
 W = WorkflowState
-BUSY = (W.PLANNING, W.RUNNING)
-WAITING = (W.READY, W.QUEUED)
 MAX_EVENTS = 1000
+NEWEST = 2 ** 63 - 1  # an event id above any: the newest events come before it
+# MAX_PLANNING_TOTAL and MAX_RUNNING_TOTAL are the daemon's settings, not in em.db:
+# the dashboard cannot know them, and says what the ensembles' own throttles do.
+NO_GLOBAL_LIMITS = (None, None)
 
 
 class EMSchemaProblem(EMError):
@@ -78,14 +80,8 @@ class Ensembles:
         handle = self.open(home)
         with Snapshot(handle) as conn:
             ensembles = store.list_ensembles(conn)
-            counts = {}
-            for eid, state, n in conn.execute("SELECT ensemble_id, state, count(*) FROM workflows "
-                                              "GROUP BY ensemble_id, state"):
-                counts.setdefault(eid, {})[state] = n
-            triggers = {}
-            for eid, state, n in conn.execute("SELECT ensemble_id, state, count(*) FROM triggers "
-                                              "GROUP BY ensemble_id, state"):
-                triggers.setdefault(eid, {})[state] = n
+            counts = store.workflow_counts(conn)
+            triggers = store.trigger_states(conn)
         return [self._summary(e, counts.get(e.id, {}), triggers.get(e.id, {})) for e in ensembles]
 
     @staticmethod
@@ -95,42 +91,23 @@ class Ensembles:
                 "planning": counts.get(W.PLANNING, 0), "running": counts.get(W.RUNNING, 0),
                 "counts": {s: counts.get(s, 0) for s in W.ALL}, "workflows": sum(counts.values()),
                 "triggers": triggers, "live_triggers": sum(n for s, n in triggers.items()
-                                                           if s in ("READY", "RUNNING"))}
+                                                           if s in TriggerState.LIVE)}
 
     def ensemble(self, home, name, limit=200, offset=0):
         """An ensemble, its workflows in queue order (a page of them) and its triggers."""
         handle = self.open(home)
+        now = time.time()
         with Snapshot(handle) as conn:
             e = store.get_ensemble(conn, name)
             counts = store.count_workflows(conn, e)
-            rows = store.list_workflow_rows(conn, e)
-            extra = dict((r[0], r[1:]) for r in conn.execute(
-                "SELECT id, abort_requested, trigger_id FROM workflows WHERE ensemble_id = ?",
-                (e.id,)))
+            page = store.queue_page(conn, e.id, limit, offset)
+            ids = [w.id for w in page]
+            marks, last = store.workflow_marks(conn, ids), store.last_events(conn, ids)
+            workflows = [queue_row(conn, e, w, marks[w.id], last.get(w.id), now) for w in page]
             triggers = store.list_triggers(conn, e)
-            trig_names = {t.id: t.name for t in triggers}
-            submitted = dict(conn.execute(
-                "SELECT trigger_id, count(*) FROM workflows WHERE ensemble_id = ? AND "
-                "trigger_id IS NOT NULL GROUP BY trigger_id", (e.id,)).fetchall())
-            ordered = queue_order(rows)
-            page = ordered[offset:offset + limit]
-            last = last_events(conn, [r[0] for r in page])
-        summary = self._summary(e, counts, {})
-        queue = {W.READY: 0, W.QUEUED: 0}
-        positions = {}
-        for r in ordered:
-            if r[4] in queue:
-                queue[r[4]] += 1
-                positions[r[0]] = queue[r[4]]
-        workflows = []
-        for r in page:
-            abort, trigger_id = extra.get(r[0], (0, None))
-            wf = workflow_dict(r)
-            wf.update(abort_requested=bool(abort), trigger=trig_names.get(trigger_id),
-                      last_event=last.get(r[0]), position=positions.get(r[0]))
-            wf["waiting"] = why_waiting(wf, summary)
-            workflows.append(wf)
-        return {"ensemble": summary, "workflows": workflows, "total": len(ordered),
+            submitted = store.trigger_workflow_counts(conn, e.id)
+        return {"ensemble": self._summary(e, counts, {}), "workflows": workflows,
+                "total": sum(counts.values()),
                 "triggers": [dict(trigger_dict(t), workflow_count=submitted.get(t.id, 0))
                              for t in triggers]}
 
@@ -140,40 +117,25 @@ class Ensembles:
             e = store.get_ensemble(conn, ensemble)
             w = store.get_workflow(conn, e, name)
             counts = store.count_workflows(conn, e)
-            extra = conn.execute("SELECT abort_requested, trigger_id, (SELECT name FROM triggers "
-                                 "WHERE id = workflows.trigger_id) FROM workflows WHERE id = ?",
-                                 (w.id,)).fetchone()
+            marks = store.workflow_marks(conn, [w.id])[w.id]
             events = store.list_events(conn, e.id, w.id, 0, MAX_EVENTS)
-            position = None
-            if w.state in WAITING:
-                position = conn.execute(
-                    "SELECT count(*) FROM workflows WHERE ensemble_id = ? AND state = ? AND "
-                    "(priority > ? OR (priority = ? AND id <= ?))",
-                    (e.id, w.state, w.priority, w.priority, w.id)).fetchone()[0]
-        summary = self._summary(e, counts, {})
-        wf = workflow_dict(w)
-        wf.update(abort_requested=bool(extra[0]), trigger=extra[2], position=position,
-                  last_event=event_dict(events[-1]) if events else None,
-                  log=os.path.join(home, ".pegasus", "ensembles", w.ensemble, w.name + ".log"))
-        wf["waiting"] = why_waiting(wf, summary)
-        return {"ensemble": summary, "workflow": wf, "events": [event_dict(r) for r in events]}
+            wf = queue_row(conn, e, w, marks, events[-1] if events else None, time.time())
+        wf["log"] = os.path.join(home, ".pegasus", "ensembles", w.ensemble, w.name + ".log")
+        return {"ensemble": self._summary(e, counts, {}), "workflow": wf,
+                "events": [event_dict(r) for r in events]}
 
     def trigger(self, home, ensemble, name):
         handle = self.open(home)
         with Snapshot(handle) as conn:
             e = store.get_ensemble(conn, ensemble)
             t = store.get_trigger(conn, e, name)
-            names = store.trigger_workflow_names(conn, e.id, t.id).get(t.id, [])
-            states = dict(conn.execute("SELECT name, state FROM workflows WHERE trigger_id = ?",
-                                       (t.id,)).fetchall())
-            events = conn.execute("SELECT id, time, workflow_id, trigger_id, old_state, "
-                                  "new_state, reason FROM events WHERE trigger_id = ? "
-                                  "ORDER BY id DESC LIMIT ?", (t.id, MAX_EVENTS)).fetchall()
+            submitted = store.trigger_workflows(conn, t.id)
+            events = store.list_events(conn, trigger_id=t.id, before=NEWEST, limit=MAX_EVENTS)
         out = trigger_dict(t)
-        out["workflows"] = [{"name": n, "state": states.get(n)} for n in names[-MAX_EVENTS:]]
-        out["workflow_count"] = len(names)
+        out["workflows"] = [{"name": n, "state": s} for n, s in submitted[-MAX_EVENTS:]]
+        out["workflow_count"] = len(submitted)
         return {"ensemble": {"name": e.name, "state": e.state}, "trigger": out,
-                "events": [event_dict(r) for r in reversed(events)]}
+                "events": [event_dict(r) for r in events]}
 
     def by_uuid(self, home):
         """wf_uuid -> the ensemble workflow that planned it, for every workflow the
@@ -188,10 +150,7 @@ class Ensembles:
         cached = getattr(self._local, "planned", None)
         if cached and cached[0] is handle and cached[1] == version:
             return cached[2]
-        rows = handle.execute(
-            "SELECT e.name, w.name, w.state, w.wf_uuid, w.submitdir, w.created, w.updated,"
-            " w.reason FROM workflows w JOIN ensembles e ON e.id = w.ensemble_id"
-            " WHERE w.submitdir IS NOT NULL AND w.wf_uuid IS NOT NULL").fetchall()
+        rows = store.planned_workflows(handle)
         planned = {r[3]: {"ensemble": r[0], "name": r[1], "em_state": r[2], "wf_uuid": r[3],
                           "submit_dir": r[4], "created": r[5], "updated": r[6], "reason": r[7]}
                    for r in rows}
@@ -199,20 +158,20 @@ class Ensembles:
         return planned
 
 
-def queue_order(rows):
-    """Busy workflows first, then the waiting ones as the engine takes them (priority
-    desc, then oldest), then the rest, most recently changed first."""
-    busy = [r for r in rows if r[4] in BUSY]
-    waiting = sorted((r for r in rows if r[4] in WAITING),
-                     key=lambda r: (r[4] != W.QUEUED, -r[5], r[0]))
-    rest = sorted((r for r in rows if r[4] not in BUSY and r[4] not in WAITING),
-                  key=lambda r: (-r[11], -r[0]))
-    return busy + waiting + rest
+def queue_row(conn, e, w, marks, event, now):
+    """A workflow as the queue shows it: its fields, its last event, and (from
+    `explain`) its place in the queue and what it waits for."""
+    abort_requested, trigger = marks
+    position, waiting = explain.waiting(conn, e, w, NO_GLOBAL_LIMITS, now, abort_requested)
+    wf = workflow_dict(w)
+    wf.update(abort_requested=abort_requested, trigger=trigger, position=position,
+              waiting=waiting, last_event=event_dict(event) if event else None)
+    return wf
 
 
-def workflow_dict(r):
-    """A store row (or model.Workflow) as a dict of the model's fields."""
-    out = (r if isinstance(r, Workflow) else Workflow._make(r))._asdict()
+def workflow_dict(w):
+    """A model.Workflow as a dict of its fields."""
+    out = w._asdict()
     out.pop("ensemble_id", None)
     return out
 
@@ -223,7 +182,7 @@ def event_dict(r):
 
 
 def trigger_dict(t):
-    live = t.state in ("READY", "RUNNING")
+    live = t.state in TriggerState.LIVE
     return {"name": t.name, "type": t.type, "state": t.state, "script": t.script,
             "args": list(t.args), "interval": t.interval, "timeout": t.timeout,
             "file_patterns": list(t.file_patterns),
@@ -232,47 +191,3 @@ def trigger_dict(t):
             "fire_count": t.fire_count, "failures": t.failures, "last_error": t.last_error,
             "failing": bool(t.failures) and live, "first_error": t.first_error,
             "first_failure": t.first_failure, "last_failure": t.last_failure}
-
-
-def last_events(conn, ids):
-    """workflow id -> its newest event (through the per-workflow index)."""
-    out = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        rows = conn.execute(
-            "SELECT id, time, workflow_id, trigger_id, old_state, new_state, reason FROM events"
-            " WHERE id IN (SELECT max(id) FROM events WHERE workflow_id IN (%s)"
-            " GROUP BY workflow_id)"
-            % ",".join("?" * len(chunk)), chunk)
-        for r in rows:
-            out[r[2]] = event_dict(r)
-    return out
-
-
-def why_waiting(wf, ensemble):
-    """A sentence saying what a READY or QUEUED workflow waits for (None otherwise)."""
-    state = wf["state"]
-    if wf.get("abort_requested"):
-        return "abort requested: the engine is stopping it"
-    if state not in WAITING:
-        return None
-    if ensemble["state"] == EnsembleState.PAUSED:
-        return "ensemble %s is PAUSED: nothing new starts (activate it)" % ensemble["name"]
-    if ensemble["state"] == EnsembleState.HELD:
-        return "ensemble %s is HELD: nothing new starts (activate it)" % ensemble["name"]
-    if state == W.READY and wf.get("deps_pending"):
-        return "waiting for %d workflow(s) it depends on to succeed" % wf["deps_pending"]
-    if state == W.READY and wf.get("deferred") and wf.get("run_after"):
-        return "not to be planned before %s" % time.strftime("%Y-%m-%d %H:%M:%S %Z",
-                                                             time.localtime(wf["run_after"]))
-    busy, limit, verb = ((ensemble["planning"], ensemble["max_planning"], "planning")
-                         if state == W.READY else
-                         (ensemble["running"], ensemble["max_running"], "running"))
-    free = max(0, limit - busy)
-    ahead = (wf.get("position") or 1) - 1
-    if free > ahead:
-        return "next in line for a %s slot (%d of %d in use)" % (verb, busy, limit)
-    if free == 0:
-        return ("all %d %s slots in use; %d workflow(s) ahead of it"
-                % (limit, verb, ahead)) if ahead else "all %d %s slots in use" % (limit, verb)
-    return "%d workflow(s) ahead of it for %d free %s slot(s)" % (ahead, free, verb)

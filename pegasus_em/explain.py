@@ -47,6 +47,45 @@ def why(conn, e, w, limits, now, log_path):
     return facts
 
 
+def waiting(conn, e, w, limits, now, abort_requested=False):
+    """(place in its queue or None, a line on what it waits for or None): the
+    dashboard's columns, made from the facts `why` gives, so the two never disagree."""
+    if abort_requested:
+        return None, "abort requested: the engine is stopping it"
+    if w.state not in (W.READY, W.QUEUED):
+        return None, None
+    facts = why(conn, e, w, limits, now, None)
+    return facts.get("position"), in_short(e, facts)
+
+
+def in_short(e, facts):
+    """The first thing a READY or QUEUED workflow waits for, in a line."""
+    if e.state != EnsembleState.ACTIVE:
+        return "ensemble %s is %s: nothing new starts (activate it)" % (e.name, e.state)
+    unmet = [d for d in facts.get("dependencies", ()) if d["state"] != W.SUCCESSFUL]
+    blocked = [d for d in unmet if d["name"] == facts.get("blocked_by")]
+    if blocked:
+        return "blocked: dependency %s is %s" % (blocked[0]["name"], blocked[0]["state"])
+    if unmet:
+        return "waiting for %d workflow(s) it depends on to succeed" % len(unmet)
+    if "run_after" in facts:
+        return "not to be planned before %s" % _when(facts["run_after"])
+    return _throttle_line(facts["throttle"], facts["position"] - 1)
+
+
+def _throttle_line(throttle, ahead):
+    limit, used = throttle["limit"], throttle["used"]
+    kind = throttle["kind"].split("_")[0]
+    scope = " of all ensembles" if throttle["kind"].endswith("_total") else ""
+    free = max(0, limit - used)
+    if free > ahead:
+        return "next in line for a %s slot%s (%d of %d in use)" % (kind, scope, used, limit)
+    if free == 0:
+        return "all %d %s slots%s in use%s" % (limit, kind, scope, "; %d workflow(s) ahead of"
+                                               " it" % ahead if ahead else "")
+    return "%d workflow(s) ahead of it for %d free %s slot(s)%s" % (ahead, free, kind, scope)
+
+
 # ---- waiting to be planned or run --------------------------------------------
 
 def _ready(conn, e, w, limits, now, log_path, parts, facts):

@@ -21,7 +21,7 @@ import shlex
 import threading
 import time
 
-from . import dagstate, loops, planout, policy, runner, store
+from . import dagstate, loops, planout, policy, runner, store, transitions
 from .errors import EMError
 from .model import timestamp
 from .states import EnsembleState, WorkflowState as W
@@ -424,7 +424,7 @@ class Manager:
                 return None
             if new == W.PLANNING and (row.deps_pending or row.deferred):
                 return None  # waits for a dependency or its run-after time
-            if not store.change_workflow_state(conn, row, new, self.now(), reason, **fields):
+            if not transitions.change_workflow_state(conn, row, new, self.now(), reason, **fields):
                 return None
             return store.engine_row(conn, wf_id)
 
@@ -480,7 +480,7 @@ class Manager:
     def _move(self, row, new, reason, **fields):
         """State change from the engine; the row may have moved on (then nothing)."""
         with self.db.write() as conn:
-            moved = store.change_workflow_state(conn, row, new, self.now(), reason, **fields)
+            moved = transitions.change_workflow_state(conn, row, new, self.now(), reason, **fields)
         if moved:
             log.info("%s.%s: %s -> %s: %s", row.ensemble, row.name, row.state, new, reason)
             if new not in (W.PLANNING, W.RUNNING):

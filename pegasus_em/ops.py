@@ -8,7 +8,7 @@ called so a freed or new slot is used at once.
 import os
 import time
 
-from . import explain, importer, metrics, model, states, store
+from . import explain, importer, metrics, model, states, store, transitions
 from .errors import BadRequest, Conflict, shown
 from .model import Workflow
 from .states import EnsembleState, TriggerState, TriggerType, WorkflowState
@@ -84,7 +84,7 @@ class Ops:
             if max_failures is not None:
                 store.set_max_failures(conn, e, max_failures, now)
             if state is not None and state != e.state:
-                store.change_ensemble_state(conn, e, state, now, "requested by user")
+                transitions.change_ensemble_state(conn, e, state, now, "requested by user")
             e = store.get_ensemble(conn, name)
         self.wake()
         self.wake_notifier()
@@ -135,16 +135,15 @@ class Ops:
             run_after = None
         e = store.get_ensemble(conn, ensemble)
         deps = _dependencies(conn, e.name, name, after)
-        blocked = ["blocked: dependency %s.%s is %s" % d[1:] for d in deps
-                   if d[3] in _ENDED_BADLY][:1]
+        blocked = transitions.blocked_reason(deps)
         wf_id = store.insert_workflow(conn, e, name, priority, basedir, plan_command,
                                       WorkflowState.READY, now, trigger_id,
-                                      "; ".join([reason] + blocked), run_after=run_after,
-                                      after=[d[0] for d in deps])
+                                      "; ".join([reason] + ([blocked] if blocked else [])),
+                                      run_after=run_after, after=[d[0] for d in deps])
         if store.reaches(conn, [d[0] for d in deps], wf_id):
             raise BadRequest("Dependencies of %s.%s would form a cycle" % (e.name, name))
         if blocked:
-            conn.execute("UPDATE workflows SET reason = ? WHERE id = ?", (blocked[0], wf_id))
+            store.set_reason(conn, wf_id, blocked)
         if deps or run_after is not None:
             return store.get_workflow_by_id(conn, wf_id)
         return Workflow(wf_id, e.id, e.name, name, WorkflowState.READY, priority, basedir,
@@ -173,12 +172,9 @@ class Ops:
         verb = states.check_request(w.state, state, planned=bool(w.submitdir))
         if w.state in (WorkflowState.PLANNING, WorkflowState.RUNNING):
             # The engine stops the planner or DAGMan, then records ABORTED.
-            conn.execute("UPDATE workflows SET abort_requested = 1, updated = ? WHERE id = ?",
-                         (now, w.id))
-            store.add_event(conn, now, w.ensemble_id, w.state, w.state, "abort requested by user",
-                            workflow_id=w.id)
+            store.request_abort(conn, w, now, "abort requested by user")
             return
-        store.change_workflow_state(conn, w, state, now, "%s requested by user" % verb,
+        transitions.change_workflow_state(conn, w, state, now, "%s requested by user" % verb,
                                     abort_requested=0)
 
     def log_path(self, ensemble, workflow):
@@ -368,9 +364,6 @@ class Ops:
         self.wake_notifier()
         self.wake_triggers()
         return report
-
-
-_ENDED_BADLY = WorkflowState.FAILURES + (WorkflowState.ABORTED,)
 
 
 def _max_failures(value):

@@ -10,7 +10,7 @@ import sqlite3
 from .errors import Conflict, NotFound, shown
 from .model import Ensemble, EngineRow, EnsembleLoad, LedgerFile, Trigger, Workflow
 from .states import (ENSEMBLE_TRANSITIONS, TRIGGER_TRANSITIONS, WORKFLOW_TRANSITIONS,
-                     EnsembleState, FileState, WorkflowState, sources)
+                     FileState, WorkflowState, sources)
 
 _ENSEMBLE_COLS = ("id, name, state, max_planning, max_running, created, updated, max_failures,"
                   " failure_streak")
@@ -41,21 +41,21 @@ _EVENT_FROM = ("events v JOIN ensembles e ON e.id = v.ensemble_id"
                " LEFT JOIN triggers t ON t.id = v.trigger_id")
 
 
-def list_events(conn, ensemble_id=None, workflow_id=None, after=0, limit=100, before=None):
+def list_events(conn, ensemble_id=None, workflow_id=None, after=0, limit=100, before=None,
+                trigger_id=None):
     """Events oldest first: those after id `after`, or with `before`, the newest
-    `limit` before that id; of one workflow, one ensemble, or all (ensemble_id None)."""
-    where, params = [], []
-    if workflow_id is not None:
-        where.append("v.workflow_id = ?")
-        params.append(workflow_id)
-    elif ensemble_id is not None:
-        where.append("v.ensemble_id = ?")
-        params.append(ensemble_id)
+    `limit` before that id; of one workflow, one trigger, one ensemble, or all
+    (ensemble_id None)."""
+    where, params = ["v.id > ?"], [after]
+    for column, value in (("workflow_id", workflow_id), ("trigger_id", trigger_id),
+                          ("ensemble_id", ensemble_id)):
+        if value is not None:  # the narrowest one given
+            where.append("v.%s = ?" % column)
+            params.append(value)
+            break
     if before is not None:
         where.append("v.id < ?")
         params.append(before)
-    where.append("v.id > ?")
-    params.append(after)
     order = "DESC" if before is not None else ""
     rows = conn.execute("SELECT %s FROM %s WHERE %s ORDER BY v.id %s LIMIT ?" % (
         _EVENT_COLS, _EVENT_FROM, " AND ".join(where), order), params + [limit]).fetchall()
@@ -110,8 +110,10 @@ def set_max_failures(conn, ensemble, max_failures, now):
                  (max_failures, now, ensemble.id))
 
 
-def change_ensemble_state(conn, ensemble, new, now, reason=None):
-    """Compare-and-set; False when another writer changed the state first."""
+def set_ensemble_state(conn, ensemble, new, now, reason=None):
+    """Compare-and-set from the state the record holds, if the table allows the change;
+    False when it does not or another writer changed the state first.  What follows
+    from the change is decided by `transitions`, which calls this."""
     if ensemble.state not in sources(ENSEMBLE_TRANSITIONS, new):
         return False
     cur = conn.execute(
@@ -119,10 +121,26 @@ def change_ensemble_state(conn, ensemble, new, now, reason=None):
         (new, now, ensemble.id, ensemble.state))
     if cur.rowcount != 1:
         return False
-    if new == EnsembleState.ACTIVE:  # a fresh start: failures before it no longer count
-        conn.execute("UPDATE ensembles SET failure_streak = 0 WHERE id = ?", (ensemble.id,))
     add_event(conn, now, ensemble.id, ensemble.state, new, reason)
     return True
+
+
+def get_ensemble_by_id(conn, ensemble_id):
+    row = conn.execute("SELECT %s FROM ensembles WHERE id = ?" % _ENSEMBLE_COLS,
+                       (ensemble_id,)).fetchone()
+    return Ensemble._make(row) if row else None
+
+
+def add_failure(conn, ensemble_id):
+    """One more failed workflow in a row; -> the ensemble as it is now."""
+    conn.execute("UPDATE ensembles SET failure_streak = failure_streak + 1 WHERE id = ?",
+                 (ensemble_id,))
+    return get_ensemble_by_id(conn, ensemble_id)
+
+
+def reset_failure_streak(conn, ensemble_id):
+    conn.execute("UPDATE ensembles SET failure_streak = 0 WHERE id = ? AND failure_streak",
+                 (ensemble_id,))
 
 
 # ---- workflows ------------------------------------------------------------
@@ -202,17 +220,16 @@ def set_priority(conn, workflow, priority, now):
                  (priority, now, workflow.id))
 
 
-def change_workflow_state(conn, workflow, new, now, reason=None, **fields):
+def set_workflow_state(conn, workflow, new, now, reason=None, **fields):
     """Compare-and-set from any old state the table allows; also sets `fields`.
 
-    Returns False when the row is no longer in an allowed state (another
-    writer got there first), so callers never act on a stale decision.  In the
-    same transaction: the time spent in the old state goes to its histogram,
-    and after_transition() keeps dependents, auto-hold and notifications right.
-    """
+    Returns the old state, or None when the row is no longer in an allowed state
+    (another writer got there first).  In the same transaction the change is an
+    event and the time spent in the old state goes to its histogram; what follows
+    from it is decided by `transitions`, which calls this."""
     allowed = sources(WORKFLOW_TRANSITIONS, new)
     if not allowed:
-        return False
+        return None
     before = conn.execute("SELECT state, state_since FROM workflows WHERE id = ?",
                           (workflow.id,)).fetchone()
     assignments = ", ".join("%s = ?" % k for k in fields)
@@ -221,13 +238,25 @@ def change_workflow_state(conn, workflow, new, now, reason=None, **fields):
                ", " + assignments if assignments else "", ",".join("?" * len(allowed))))
     params = [new, now, reason, now] + list(fields.values()) + [workflow.id] + list(allowed)
     if conn.execute(sql, params).rowcount != 1:
-        return False
+        return None
     old = before[0]
     add_event(conn, now, workflow.ensemble_id, old, new, reason, workflow_id=workflow.id)
     if old in WorkflowState.ACTIVE and old != new and before[1] is not None:
         observe(conn, "state:" + old, now - before[1])
-    after_transition(conn, workflow, old, new, now, reason)
-    return True
+    return old
+
+
+def set_reason(conn, workflow_id, reason):
+    """The reason a workflow stays in its state (a dependency blocks it, or no longer)."""
+    conn.execute("UPDATE workflows SET reason = ? WHERE id = ?", (reason, workflow_id))
+
+
+def request_abort(conn, workflow, now, reason):
+    """Mark a PLANNING or RUNNING workflow for the engine to stop, with an event."""
+    conn.execute("UPDATE workflows SET abort_requested = 1, updated = ? WHERE id = ?",
+                 (now, workflow.id))
+    add_event(conn, now, workflow.ensemble_id, workflow.state, workflow.state, reason,
+              workflow_id=workflow.id)
 
 
 def current_workflow_state(conn, workflow_id):
@@ -586,70 +615,14 @@ def reaches(conn, start_ids, target_id):
     return row is not None
 
 
-_ENDED_BADLY = WorkflowState.FAILURES + (WorkflowState.ABORTED,)
-
-
-def after_transition(conn, w, old, new, now, reason):
-    """What follows from a workflow's state change, in its transaction: dependents
-    unblocked or told why they are blocked, the ensemble's failure streak (and
-    auto-hold), and a notification when the workflow ended."""
-    label = "%s.%s" % (w.ensemble, w.name)
-    if new == WorkflowState.SUCCESSFUL:
-        conn.execute("UPDATE workflows SET deps_pending = deps_pending - 1 WHERE id IN"
-                     " (SELECT workflow_id FROM dependencies WHERE after_id = ?)", (w.id,))
-        _met(conn, w, label, now)
-        conn.execute("UPDATE ensembles SET failure_streak = 0 WHERE id = ? AND failure_streak",
-                     (w.ensemble_id,))
-    elif new in _ENDED_BADLY:
-        _tell_dependents(conn, w, now, "blocked: dependency %s is %s" % (label, new))
-    elif old in _ENDED_BADLY:
-        _tell_dependents(conn, w, now, "waiting for dependency %s (%s again)" % (label, new))
-    if new in WorkflowState.TERMINAL:
-        enqueue(conn, "workflow.ended", now, ensemble=w.ensemble, workflow=w.name,
-                old_state=old, state=new, reason=reason)
-    if new in WorkflowState.FAILURES:
-        _count_failure(conn, w, label, new, reason, now)
-
-
-def _tell_dependents(conn, w, now, reason):
-    for wf_id, ensemble_id, _e, _n, state in dependents_of(conn, w.id):
-        if state != WorkflowState.READY:
-            continue
-        why = reason
-        if not reason.startswith("blocked"):  # unblocked by this one, unless another blocks
-            bad = [d for d in dependencies_of(conn, wf_id) if d[3] in _ENDED_BADLY]
-            if bad:
-                why = "blocked: dependency %s.%s is %s" % bad[0][1:]
-        conn.execute("UPDATE workflows SET reason = ? WHERE id = ?", (why, wf_id))
-        add_event(conn, now, ensemble_id, state, state, why, workflow_id=wf_id)
-
-
-def _met(conn, w, label, now):
-    """Dependents whose last dependency just succeeded: may be planned now."""
-    rows = conn.execute("SELECT w.id, w.ensemble_id FROM dependencies d JOIN workflows w"
+def dependency_succeeded(conn, workflow_id):
+    """One unmet dependency fewer for each workflow waiting for this one; -> (id,
+    ensemble_id) of the READY ones that now wait for nothing."""
+    conn.execute("UPDATE workflows SET deps_pending = deps_pending - 1 WHERE id IN"
+                 " (SELECT workflow_id FROM dependencies WHERE after_id = ?)", (workflow_id,))
+    return conn.execute("SELECT w.id, w.ensemble_id FROM dependencies d JOIN workflows w"
                         " ON w.id = d.workflow_id WHERE d.after_id = ? AND w.deps_pending = 0"
-                        " AND w.state = 'READY'", (w.id,)).fetchall()
-    for wf_id, ensemble_id in rows:
-        conn.execute("UPDATE workflows SET reason = NULL WHERE id = ?", (wf_id,))
-        add_event(conn, now, ensemble_id, WorkflowState.READY, WorkflowState.READY,
-                  "dependencies met (the last: %s)" % label, workflow_id=wf_id)
-
-
-def _count_failure(conn, w, label, new, reason, now):
-    conn.execute("UPDATE ensembles SET failure_streak = failure_streak + 1 WHERE id = ?",
-                 (w.ensemble_id,))
-    name, state, limit, streak = conn.execute(
-        "SELECT name, state, max_failures, failure_streak FROM ensembles WHERE id = ?",
-        (w.ensemble_id,)).fetchone()
-    if not limit or streak < limit or state == EnsembleState.HELD:
-        return
-    why = "auto-hold after %d failed workflows in a row (max_failures); the last: %s %s%s" % (
-        streak, label, new, ", %s" % reason if reason else "")
-    conn.execute("UPDATE ensembles SET state = ?, updated = ?, failure_streak = 0 WHERE id = ?",
-                 (EnsembleState.HELD, now, w.ensemble_id))
-    add_event(conn, now, w.ensemble_id, state, EnsembleState.HELD, why)
-    enqueue(conn, "ensemble.held", now, ensemble=name, old_state=state,
-            state=EnsembleState.HELD, reason=why)
+                        " AND w.state = 'READY'", (workflow_id,)).fetchall()
 
 
 # ---- latency histograms ---------------------------------------------------
@@ -729,6 +702,85 @@ def notification_failed(conn, outbox_id, now, error, next_try):
 
 def outbox_counts(conn):
     return dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+
+
+# ---- the dashboard's views ------------------------------------------------
+# What the dashboard shows beyond the API; the order and the reasons a waiting
+# workflow waits come from `explain`, as `why` gives them.
+
+_QUEUE_GROUP = ("CASE WHEN w.state IN ('PLANNING', 'RUNNING') THEN 0 WHEN w.state = 'QUEUED'"
+                " THEN 1 WHEN w.state = 'READY' AND w.deps_pending = 0 AND w.deferred = 0"
+                " THEN 2 WHEN w.state = 'READY' THEN 3 ELSE 4 END")
+
+
+def queue_page(conn, ensemble_id, limit, offset=0):
+    """An ensemble's workflows in queue order: the busy ones (oldest first); QUEUED,
+    then READY ones, as the engine takes them (higher priority, then older); READY
+    ones waiting for a dependency or a run-after time; then the rest, most recently
+    changed first."""
+    waiting = "w.state IN ('QUEUED', 'READY')"
+    at_rest = "w.state NOT IN %s AND w.state != 'READY'" % _BUSY_SQL
+    rows = conn.execute(
+        "SELECT %s FROM %s WHERE w.ensemble_id = ? ORDER BY %s, CASE WHEN %s THEN -w.priority"
+        " ELSE 0 END, CASE WHEN %s THEN -w.updated ELSE 0 END, CASE WHEN %s THEN -w.id"
+        " ELSE w.id END LIMIT ? OFFSET ?" % (_WORKFLOW_COLS, _WORKFLOW_FROM, _QUEUE_GROUP,
+                                             waiting, at_rest, at_rest),
+        (ensemble_id, limit, offset))
+    return [Workflow._make(r) for r in rows]
+
+
+def _by_ids(conn, sql, ids):
+    """Rows of `sql` (with a `%s` for the id list) for many ids, 500 at a time."""
+    rows = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows += conn.execute(sql % ",".join("?" * len(chunk)), chunk).fetchall()
+    return rows
+
+
+def workflow_marks(conn, ids):
+    """workflow id -> (abort requested, name of the trigger that submitted it or None)."""
+    rows = _by_ids(conn, "SELECT w.id, w.abort_requested, t.name FROM workflows w LEFT JOIN"
+                   " triggers t ON t.id = w.trigger_id WHERE w.id IN (%s)", ids)
+    return {r[0]: (bool(r[1]), r[2]) for r in rows}
+
+
+def last_events(conn, ids):
+    """workflow id -> its newest event (through the per-workflow index)."""
+    rows = _by_ids(conn, "SELECT id, time, workflow_id, trigger_id, old_state, new_state,"
+                   " reason FROM events WHERE id IN (SELECT max(id) FROM events"
+                   " WHERE workflow_id IN (%s) GROUP BY workflow_id)", ids)
+    return {r[2]: r for r in rows}
+
+
+def trigger_states(conn):
+    """ensemble id -> {state: number of triggers}."""
+    out = {}
+    for ensemble_id, state, n in conn.execute(
+            "SELECT ensemble_id, state, count(*) FROM triggers GROUP BY ensemble_id, state"):
+        out.setdefault(ensemble_id, {})[state] = n
+    return out
+
+
+def trigger_workflow_counts(conn, ensemble_id):
+    """trigger id -> how many workflows it submitted (that are still kept)."""
+    return dict(conn.execute("SELECT trigger_id, count(*) FROM workflows WHERE ensemble_id = ?"
+                             " AND trigger_id IS NOT NULL GROUP BY trigger_id", (ensemble_id,)))
+
+
+def trigger_workflows(conn, trigger_id):
+    """(name, state) of each workflow the trigger submitted, oldest first."""
+    return conn.execute("SELECT name, state FROM workflows WHERE trigger_id = ? ORDER BY id",
+                        (trigger_id,)).fetchall()
+
+
+def planned_workflows(conn):
+    """(ensemble, name, state, wf_uuid, submitdir, created, updated, reason) of every
+    workflow that was planned (it has a submit directory and a wf_uuid)."""
+    return conn.execute(
+        "SELECT e.name, w.name, w.state, w.wf_uuid, w.submitdir, w.created, w.updated,"
+        " w.reason FROM %s WHERE w.submitdir IS NOT NULL AND w.wf_uuid IS NOT NULL"
+        % _WORKFLOW_FROM).fetchall()
 
 
 # ---- explanations and metrics ---------------------------------------------

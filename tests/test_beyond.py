@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import wait_until
-from pegasus_em import cli, fmt, model, policy, store
+from pegasus_em import cli, fmt, model, policy, store, transitions
 from pegasus_em.errors import BadRequest
 from pegasus_em.model import EnsembleLoad
 from pegasus_em.states import WorkflowState as W
@@ -60,7 +60,7 @@ def move(s, ensemble, name, *path, reason=None, **fields):
     for new in path:
         with s.db.write() as conn:
             w = store.get_workflow(conn, store.get_ensemble(conn, ensemble), name)
-            assert store.change_workflow_state(conn, w, new, s.ops.now(), reason, **fields), \
+            assert transitions.change_workflow_state(conn, w, new, s.ops.now(), reason, **fields), \
                 (w.state, new)
 
 

@@ -9,8 +9,9 @@ import re
 import pytest
 
 from conftest import REPO
-from pegasus_em import browse, charts, dashboard, ensview, pages
+from pegasus_em import browse, charts, dashboard, explain, pages
 from pegasus_em.errors import BadRequest, Forbidden, NotFound
+from pegasus_em.model import Ensemble
 
 EVIL = '<script>alert("x")</script>&\'"'
 
@@ -155,28 +156,29 @@ def test_csrf_key_comes_from_the_users_settings(tmp_path):
     assert two.read_flash(req) is None
 
 
-def test_why_a_workflow_waits():
-    e = {"name": "e", "state": "ACTIVE", "planning": 1, "max_planning": 2, "running": 2, "max_running": 2}
-    assert ensview.why_waiting({"state": "READY", "position": 1}, e) == \
+def test_why_a_workflow_waits_in_a_line():
+    e = Ensemble(1, "e", "ACTIVE", 2, 2, 0.0, 0.0)
+    planning = {"kind": "planning", "limit": 2, "used": 1, "by": ["e.a"]}
+    running = {"kind": "running", "limit": 2, "used": 2, "by": ["e.a", "e.b"]}
+    assert explain.in_short(e, {"position": 1, "throttle": planning}) == \
         "next in line for a planning slot (1 of 2 in use)"
-    assert ensview.why_waiting({"state": "READY", "position": 3}, e) == \
+    assert explain.in_short(e, {"position": 3, "throttle": planning}) == \
         "2 workflow(s) ahead of it for 1 free planning slot(s)"
-    assert ensview.why_waiting({"state": "QUEUED", "position": 2}, e) == \
+    assert explain.in_short(e, {"position": 2, "throttle": running}) == \
         "all 2 running slots in use; 1 workflow(s) ahead of it"
-    assert "PAUSED" in ensview.why_waiting({"state": "QUEUED", "position": 1}, dict(e, state="PAUSED"))
-    assert ensview.why_waiting({"state": "READY", "deps_pending": 2, "position": 1}, e) == \
+    total = dict(running, kind="running_total")
+    assert explain.in_short(e, {"position": 1, "throttle": total}) == \
+        "all 2 running slots of all ensembles in use"
+    assert explain.in_short(e._replace(state="PAUSED"), {"position": 1, "throttle": running}) == \
+        "ensemble e is PAUSED: nothing new starts (activate it)"
+    deps = [{"name": "e.a", "state": "READY"}, {"name": "x.b", "state": "RUNNING"},
+            {"name": "x.c", "state": "SUCCESSFUL"}]
+    assert explain.in_short(e, {"dependencies": deps}) == \
         "waiting for 2 workflow(s) it depends on to succeed"
-    assert ensview.why_waiting({"state": "RUNNING"}, e) is None
-    assert "abort requested" in ensview.why_waiting({"state": "RUNNING", "abort_requested": True}, e)
-
-
-def test_queue_order_is_the_engines():
-    # id, ensemble_id, ensemble, name, state, priority, ..., updated at 11
-    row = lambda i, state, prio, updated=0.0: (i, 1, "e", "w%d" % i, state, prio, "/", "x", None, None,  # noqa: E731
-                                              0.0, updated, None)
-    rows = [row(1, "SUCCESSFUL", 0, 5.0), row(2, "READY", 1), row(3, "QUEUED", 1), row(4, "READY", 9),
-            row(5, "RUNNING", 0), row(6, "FAILED", 0, 9.0), row(7, "READY", 9)]
-    assert [r[0] for r in ensview.queue_order(rows)] == [5, 3, 4, 7, 2, 6, 1]
+    deps[0]["state"] = "FAILED"
+    assert explain.in_short(e, {"dependencies": deps, "blocked_by": "e.a"}) == \
+        "blocked: dependency e.a is FAILED"
+    assert explain.in_short(e, {"run_after": 400 * 86400}).startswith("not to be planned before 1971-02-0")
 
 
 def test_static_files_are_package_data():

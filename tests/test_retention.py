@@ -17,7 +17,7 @@ import pytest
 
 from conftest import Daemon, wait_until
 from pegasus_em import db as dbmod
-from pegasus_em import metrics, store
+from pegasus_em import metrics, store, transitions
 from pegasus_em.daemon import LogFile
 from pegasus_em.ops import Ops
 from pegasus_em.retention import DAY, Retention
@@ -61,7 +61,7 @@ class Env:
         with self.db.write() as conn:
             w = store.get_workflow(conn, store.get_ensemble(conn, "e"), name)
             for new in PATHS[state]:
-                assert store.change_workflow_state(conn, w, new, at, "test")
+                assert transitions.change_workflow_state(conn, w, new, at, "test")
         for suffix in (".log", ".plan.result"):
             path = os.path.join(self.ensembles, "e", name + suffix)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -119,7 +119,7 @@ def test_a_failed_workflow_stays_while_a_kept_one_waits_for_it(env):
     assert env.names() == ["dep", "child", "last"]
     with env.db.write() as conn:     # the user aborts the blocked one, long ago
         w = store.get_workflow(conn, store.get_ensemble(conn, "e"), "child")
-        store.change_workflow_state(conn, w, "ABORTED", OLD, "test")
+        transitions.change_workflow_state(conn, w, "ABORTED", OLD, "test")
     env.clock.t = T0
     env.ops.update_ensemble("e", state="PAUSED")   # the newest event is no longer child's
     env.retention().run(T0)          # child goes, then nothing waits for dep: it goes too
@@ -188,7 +188,7 @@ def test_ledger_rows_go_once_the_workflow_ended_and_the_file_is_gone(env, tmp_pa
     assert rows() == 3                     # its workflow is READY: kept
     with env.db.write() as conn:
         w = store.get_workflow(conn, store.get_ensemble(conn, "e"), wf)
-        store.change_workflow_state(conn, w, "ABORTED", T0, "test")
+        transitions.change_workflow_state(conn, w, "ABORTED", T0, "test")
     os.link(str(inbox / "processed" / "c.dat"), str(inbox / "c.dat"))  # put back by hand
     env.retention().run(T0)
     assert env.db._writer.execute("SELECT path FROM trigger_files").fetchall() == [
@@ -295,7 +295,7 @@ def test_the_log_rotates_at_its_size_and_every_file_stays_private(tmp_path):
 
 SEED = """
 import os, sys
-from pegasus_em import db, store
+from pegasus_em import db, store, transitions
 from pegasus_em.ops import Ops
 home = sys.argv[1]
 d = db.open_database(os.path.join(home, ".pegasus", "em.db"))
@@ -306,7 +306,7 @@ for name, at in (("old", %r), ("recent", %r)):
     ops.submit("e", name, home, "./plan.sh")
     with d.write() as conn:
         w = store.get_workflow(conn, store.get_ensemble(conn, "e"), name)
-        store.change_workflow_state(conn, w, "ABORTED", at, "seeded")
+        transitions.change_workflow_state(conn, w, "ABORTED", at, "seeded")
     os.makedirs(os.path.join(home, ".pegasus", "ensembles", "e"), exist_ok=True)
     open(os.path.join(home, ".pegasus", "ensembles", "e", name + ".log"), "w").close()
 d.close()

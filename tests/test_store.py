@@ -1,12 +1,14 @@
 """The sqlite store and the transition table, on real files."""
 
+import ast
+import re
 import sqlite3
 import threading
 
 import pytest
 
 from pegasus_em import db as dbmod
-from pegasus_em import states, store
+from pegasus_em import states, store, transitions
 from pegasus_em.errors import BadRequest
 from pegasus_em.ops import Ops
 from pegasus_em.states import WorkflowState as W
@@ -72,9 +74,9 @@ def test_compare_and_set_loses_to_an_earlier_writer(ops):
     ops.create_ensemble("e")
     w = ops.submit("e", "w", "/tmp", "x")
     with ops.db.write() as conn:
-        assert store.change_workflow_state(conn, w, W.PLANNING, 2.0, "claimed")
+        assert transitions.change_workflow_state(conn, w, W.PLANNING, 2.0, "claimed")
         # `w` is now stale: a second claim from READY must not succeed.
-        assert not store.change_workflow_state(conn, w, W.PLANNING, 3.0, "claimed again")
+        assert not transitions.change_workflow_state(conn, w, W.PLANNING, 3.0, "claimed again")
     events = ops.history("e", "w")
     assert [(e[4], e[5]) for e in events] == [(None, W.READY), (W.READY, W.PLANNING)]
 
@@ -86,7 +88,7 @@ def test_concurrent_claims_succeed_exactly_once(ops):
 
     def claim():
         with ops.db.write() as conn:
-            wins.append(store.change_workflow_state(conn, w, W.PLANNING, 2.0, "claim"))
+            wins.append(transitions.change_workflow_state(conn, w, W.PLANNING, 2.0, "claim"))
 
     threads = [threading.Thread(target=claim) for _ in range(8)]
     for t in threads:
@@ -120,6 +122,21 @@ def test_every_state_is_reachable_and_table_names_only_known_states():
     assert reachable == set(W.ALL)
 
 
+def test_states_are_written_only_by_the_compare_and_set_functions():
+    """Every change of an ensemble's, workflow's or trigger's state is checked against the
+    transition table: in store only the compare-and-set functions write a state (auto-hold
+    once wrote HELD with an UPDATE of its own)."""
+    with open(store.__file__) as f:
+        tree = ast.parse(f.read())
+    writers = set()
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.search(
+                    r"UPDATE (workflows|ensembles|triggers) SET (.*\W)?state =", node.value):
+                writers.add(fn.name)
+    assert writers == {"set_workflow_state", "set_ensemble_state", "change_trigger_state"}
+
+
 def test_parse_state_is_case_insensitive_and_strict():
     assert states.parse("held", states.EnsembleState.ALL, "ensemble") == "HELD"
     with pytest.raises(BadRequest, match="one of ACTIVE, PAUSED, HELD"):
@@ -130,7 +147,7 @@ def test_abort_of_running_workflow_is_recorded_as_a_request(ops):
     ops.create_ensemble("e")
     w = ops.submit("e", "w", "/tmp", "x")
     with ops.db.write() as conn:
-        store.change_workflow_state(conn, w, W.PLANNING, 2.0, "claimed")
+        transitions.change_workflow_state(conn, w, W.PLANNING, 2.0, "claimed")
     w = ops.update_workflow("e", "w", state="ABORTED")
     assert w.state == W.PLANNING
     with ops.db.read() as conn:
