@@ -7,17 +7,15 @@ request and hands the reply to `fmt`.  Transport lives in `client`, layouts in
 """
 
 import argparse
-import datetime
 import difflib
 import json
 import os
-import re
 import shlex
 import sys
-import urllib.parse
 
-from . import __version__, client, config, fmt, legacy, watch
-from .errors import ClientError, EMError
+from . import __version__, client, config, fmt, legacy, model, watch
+from .errors import BadRequest, ClientError, EMError
+from .states import EnsembleState, WorkflowState
 
 
 class UsageError(Exception):
@@ -305,18 +303,13 @@ def run_after(value):
     """An ISO-8601 time becomes epoch seconds here, in this client's time zone;
     a duration goes as typed (the server adds it to its clock)."""
     text = value.strip()
-    if re.fullmatch(r"\+?(\d+ *[smhd] *)+", text, re.IGNORECASE):
+    if model.span(text) is not None:
         return text
     try:
-        return "%.3f" % float(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
-    except ValueError:
+        return "%.3f" % model.moment(text)
+    except BadRequest:
         raise UsageError("invalid --run-after: %s (a duration like 2h or 30m, or an "
                          "ISO-8601 time like 2030-01-31T18:00)" % value)
-    return "%.3f" % when.timestamp()
 
 
 def pathfind(command):
@@ -409,11 +402,6 @@ def _connect(args):
                          cafile=cafile, guard=found.guard)
 
 
-def _path(*names):
-    """`/ensembles/<e>/…` with each name escaped, so a name can never add a path segment."""
-    return "/" + "/".join(urllib.parse.quote(str(n), safe="") for n in names)
-
-
 def _show(args, reply, render):
     out = fmt.to_json(reply) if args.json else render(reply)
     if out:
@@ -450,31 +438,31 @@ def cmd_create(api, args):
 
 
 def _set_ensemble_state(api, args, state):
-    _show(args, api.post_form(_path("ensembles", args.ensemble), {"state": state}), fmt.state)
+    _show(args, api.post_form(client.path("ensembles", args.ensemble), {"state": state}), fmt.state)
 
 
 def cmd_pause(api, args):
-    _set_ensemble_state(api, args, "PAUSED")
+    _set_ensemble_state(api, args, EnsembleState.PAUSED)
 
 
 def cmd_activate(api, args):
-    _set_ensemble_state(api, args, "ACTIVE")
+    _set_ensemble_state(api, args, EnsembleState.ACTIVE)
 
 
 def cmd_hold(api, args):
-    _set_ensemble_state(api, args, "HELD")
+    _set_ensemble_state(api, args, EnsembleState.HELD)
 
 
 def cmd_config(api, args):
     fields = {k: v for k, v in (("max_planning", args.max_planning),
                                 ("max_running", args.max_running),
                                 ("max_failures", args.max_failures)) if v is not None}
-    _show(args, api.post_form(_path("ensembles", args.ensemble), fields),
+    _show(args, api.post_form(client.path("ensembles", args.ensemble), fields),
           lambda r: fmt.limits(r, failures=args.max_failures is not None))
 
 
 def cmd_workflows(api, args):
-    reply = api.get_json(_path("ensembles", args.ensemble, "workflows"))
+    reply = api.get_json(client.path("ensembles", args.ensemble, "workflows"))
     _show(args, reply, fmt.workflows_long if args.long else fmt.workflows)
 
 
@@ -484,11 +472,11 @@ def cmd_submit(api, args):
     for key in ("after", "run_after"):  # ours: only sent when given, as 5.x never does
         if getattr(args, key) is not None:
             fields[key] = getattr(args, key)
-    api.post_form(_path("ensembles", args.ensemble, "workflows"), fields)
+    api.post_form(client.path("ensembles", args.ensemble, "workflows"), fields)
 
 
 def _workflow_path(args, *rest):
-    return _path("ensembles", args.ensemble, "workflows", args.workflow, *rest)
+    return client.path("ensembles", args.ensemble, "workflows", args.workflow, *rest)
 
 
 def cmd_status(api, args):
@@ -504,15 +492,15 @@ def _set_workflow(api, args, fields, render):
 
 
 def cmd_replan(api, args):
-    _set_workflow(api, args, {"state": "READY"}, fmt.state)
+    _set_workflow(api, args, {"state": WorkflowState.READY}, fmt.state)
 
 
 def cmd_rerun(api, args):
-    _set_workflow(api, args, {"state": "QUEUED"}, fmt.state)
+    _set_workflow(api, args, {"state": WorkflowState.QUEUED}, fmt.state)
 
 
 def cmd_abort(api, args):
-    _set_workflow(api, args, {"state": "ABORTED"}, fmt.aborting)
+    _set_workflow(api, args, {"state": WorkflowState.ABORTED}, fmt.aborting)
 
 
 def cmd_priority(api, args):
@@ -538,29 +526,30 @@ def _warn(reply):
 
 
 def cmd_cron_trigger(api, args):
-    _warn(api.post_form(_path("ensembles", args.ensemble, "triggers", "cron"),
+    _warn(api.post_form(client.path("ensembles", args.ensemble, "triggers", "cron"),
                         _trigger_fields(args, "CRON")))
 
 
 def cmd_file_pattern_trigger(api, args):
     fields = _trigger_fields(args, "FILE_PATTERN")
     fields["file_patterns"] = json.dumps(args.file_patterns)
-    _warn(api.post_form(_path("ensembles", args.ensemble, "triggers", "file_pattern"), fields))
+    _warn(api.post_form(client.path("ensembles", args.ensemble, "triggers", "file_pattern"),
+                        fields))
 
 
 def cmd_triggers(api, args):
-    reply = api.get_json(_path("ensembles", args.ensemble, "triggers"))
+    reply = api.get_json(client.path("ensembles", args.ensemble, "triggers"))
     _show(args, reply, fmt.triggers_long if args.long else fmt.triggers)
 
 
 def cmd_stop_trigger(api, args):
-    path = _path("ensembles", args.ensemble, "triggers", args.trigger)
+    path = client.path("ensembles", args.ensemble, "triggers", args.trigger)
     reply = api.delete(path + ("?purge=1" if args.purge else ""))
     _show(args, reply, lambda r: fmt.text((r or {}).get("message")))
 
 
 def cmd_start_trigger(api, args):
-    path = _path("ensembles", args.ensemble, "triggers", args.trigger, "start")
+    path = client.path("ensembles", args.ensemble, "triggers", args.trigger, "start")
     reply = api.post_form(path, {} if args.timeout is None else {"timeout": args.timeout})
     _show(args, reply, lambda r: fmt.text((r or {}).get("message")))
 
@@ -586,8 +575,8 @@ def _check_watch(args):
 
 def cmd_history(api, args):
     parts = args.parts
-    path = _path(*(["ensembles", parts[0]] + (["workflows", parts[1]] if len(parts) == 2
-                                              else []) + ["events"]))
+    path = client.path(*(["ensembles", parts[0]] + (["workflows", parts[1]] if len(parts) == 2
+                                                     else []) + ["events"]))
     limit = max(1, min(args.limit, MAX_PAGE))
     if args.all:
         rows = _all_events(api, path)

@@ -135,6 +135,11 @@ class Client:
         return Unreachable("cannot reach the ensemble manager at %s: %s" % (self.url, why))
 
 
+def path(*names):
+    """`/ensembles/<e>/…` with each name escaped, so a name can never add a path segment."""
+    return "/" + "/".join(urllib.parse.quote(str(n), safe="") for n in names)
+
+
 def error_message(status, body):
     """The `message` of a JSON error body, else the raw text, as 5.x prints it."""
     text = body.decode("utf-8", "replace").strip()

@@ -156,23 +156,35 @@ _SPAN_PART = re.compile(r"(\d+) *([smhd])", re.IGNORECASE)
 def run_after(value, now):
     """Epoch seconds from a duration from now (`2h`, `30m`, `1h30m`), an ISO-8601
     date or time (local time unless it names a zone), or epoch seconds."""
-    text_ = str(value).strip()
-    span = _SPAN.match(text_)
-    if span:
-        seconds = sum(int(n) * _UNIT_SECONDS[u.lower()] for n, u in _SPAN_PART.findall(text_))
+    seconds = span(value)
+    if seconds is not None:
         return timestamp(now + seconds)
+    return timestamp(moment(value))
+
+
+def span(value):
+    """Seconds of a duration from now (`2h`, `30m`, `+1h30m`), or None for anything else."""
+    text_ = str(value).strip()
+    if not _SPAN.match(text_):
+        return None
+    return sum(int(n) * _UNIT_SECONDS[u.lower()] for n, u in _SPAN_PART.findall(text_))
+
+
+def moment(value):
+    """Epoch seconds of an ISO-8601 date or time (local time unless it names a zone)
+    or of epoch seconds; 400 for anything else."""
+    text_ = str(value).strip()
     try:
         number = float(text_)
     except ValueError:
         number = None
     if number is not None and number == number and abs(number) < 1e11:
-        return timestamp(number)
+        return number
     try:
-        when = datetime.datetime.fromisoformat(re.sub(r"[zZ]\Z", "+00:00", text_))
+        return datetime.datetime.fromisoformat(re.sub(r"[zZ]\Z", "+00:00", text_)).timestamp()
     except ValueError:
         raise BadRequest("Invalid run_after: %s (a duration like 2h or 30m, an ISO-8601 "
                          "time like 2030-01-31T18:00, or epoch seconds)" % shown(value))
-    return timestamp(when.timestamp())
 
 
 def text(value, field, limit=4096, required=True):

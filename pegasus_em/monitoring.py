@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 import threading
+from functools import partial
 
 from .apiquery import Collection, Paging, json_object, table_fields, table_object
 from .errors import EMError, NotFound
@@ -28,6 +29,9 @@ from .owned import reader_uid
 _ID = r"([^/]+)"
 _NUM = r"(\d+)"
 _HIDDEN_INSTANCE_FIELDS = ("stdout_text", "stderr_text")
+# The tables listed per workflow and read one row by id: table -> (alias, id column).
+_OF_WORKFLOW = {"host": ("h", "host_id"), "task": ("t", "task_id"),
+                "invocation": ("i", "invocation_id")}
 CACHE_ENTRIES = 32          # answers remembered per thread
 CACHE_MAX_TEXT = 256 << 10  # larger answers are not kept
 
@@ -94,13 +98,13 @@ class Monitoring:
             (w + "/job/%s/job-instance/%s/state" % (_NUM, _NUM), self.job_states),
             (w + "/job/%s/job-instance/%s/invocation" % (_NUM, _NUM),
              self.job_invocations),
-            (w + "/host", self.hosts),
-            (w + "/host/%s" % _NUM, self.host),
-            (w + "/task", self.tasks),
-            (w + "/task/%s" % _NUM, self.task),
+            (w + "/host", partial(self.rows, "host")),
+            (w + "/host/%s" % _NUM, partial(self.row, "host")),
+            (w + "/task", partial(self.rows, "task")),
+            (w + "/task/%s" % _NUM, partial(self.row, "task")),
             (w + "/task/%s/meta" % _NUM, self.task_meta),
-            (w + "/invocation", self.invocations),
-            (w + "/invocation/%s" % _NUM, self.invocation),
+            (w + "/invocation", partial(self.rows, "invocation")),
+            (w + "/invocation/%s" % _NUM, partial(self.row, "invocation")),
         ]
         self.routes = [(re.compile(p + r"/?\Z"), h) for p, h in table]
 
@@ -249,23 +253,19 @@ class Monitoring:
         return ctx.simple(db, "invocation", "i", 'i."wf_id" = ? AND i."job_instance_id" = ?',
                           [wf_id, int(ji)], 'i."task_submit_seq"')
 
-    def hosts(self, ctx, m, w):
+    def rows(self, table, ctx, m, w):
+        """Every host, task or invocation of a workflow (`table`, see _OF_WORKFLOW)."""
+        alias, key = _OF_WORKFLOW[table]
         db, wf_id = ctx.workflow(m, w)
-        return ctx.simple(db, "host", "h", 'h."wf_id" = ?', [wf_id], 'h."host_id"')
+        return ctx.simple(db, table, alias, '%s."wf_id" = ?' % alias, [wf_id],
+                          '%s."%s"' % (alias, key))
 
-    def host(self, ctx, m, w, host_id):
+    def row(self, table, ctx, m, w, ident):
+        """One host, task or invocation of a workflow, by its id."""
+        alias, key = _OF_WORKFLOW[table]
         db, wf_id = ctx.workflow(m, w)
-        return ctx.one(db, "host", "h", 'h."host_id" = ? AND h."wf_id" = ?',
-                       [int(host_id), wf_id], "host", host_id)
-
-    def tasks(self, ctx, m, w):
-        db, wf_id = ctx.workflow(m, w)
-        return ctx.simple(db, "task", "t", 't."wf_id" = ?', [wf_id], 't."task_id"')
-
-    def task(self, ctx, m, w, task_id):
-        db, wf_id = ctx.workflow(m, w)
-        return ctx.one(db, "task", "t", 't."task_id" = ? AND t."wf_id" = ?',
-                       [int(task_id), wf_id], "task", task_id)
+        return ctx.one(db, table, alias, '%s."%s" = ? AND %s."wf_id" = ?' % (alias, key, alias),
+                       [int(ident), wf_id], table, ident)
 
     def task_meta(self, ctx, m, w, task_id):
         db, wf_id = ctx.workflow(m, w)
@@ -273,15 +273,6 @@ class Monitoring:
                           't."task_id" = tm."task_id"', 't."wf_id" = ? AND tm."task_id" = ?',
                           [wf_id, int(task_id)], 'tm."key"')
         return ctx.collect(db, coll, table_object(db, "task_meta", "tm"))
-
-    def invocations(self, ctx, m, w):
-        db, wf_id = ctx.workflow(m, w)
-        return ctx.simple(db, "invocation", "i", 'i."wf_id" = ?', [wf_id], 'i."invocation_id"')
-
-    def invocation(self, ctx, m, w, inv_id):
-        db, wf_id = ctx.workflow(m, w)
-        return ctx.one(db, "invocation", "i", 'i."invocation_id" = ? AND i."wf_id" = ?',
-                       [int(inv_id), wf_id], "invocation", inv_id)
 
 
 # The latest state of each root workflow: newest timestamp; on a tie TERMINATED wins.

@@ -10,27 +10,22 @@ change as it happens (read from the events API), or only the tables with
 import shutil
 import sys
 import time
-import urllib.parse
 
-from . import fmt
+from . import client, fmt
+from .states import EnsembleState as E, WorkflowState as W
 
 CLEAR = "\x1b[H\x1b[2J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 BOLD, REVERSE, RESET = "\x1b[1m", "\x1b[7m", "\x1b[0m"
-COLORS = {"SUCCESSFUL": "\x1b[32m", "RUNNING": "\x1b[36m", "PLANNING": "\x1b[33m",
-          "QUEUED": "\x1b[33m", "PLAN_FAILED": "\x1b[31m", "RUN_FAILED": "\x1b[31m",
-          "FAILED": "\x1b[31m", "ABORTED": "\x1b[2m", "HELD": "\x1b[31m",
-          "PAUSED": "\x1b[33m"}
-FAILURES = ("PLAN_FAILED", "RUN_FAILED", "FAILED")
-BUSY_ORDER = {"RUNNING": 0, "PLANNING": 1, "QUEUED": 2, "READY": 3}
+GREEN, CYAN, YELLOW, RED, DIM = "\x1b[32m", "\x1b[36m", "\x1b[33m", "\x1b[31m", "\x1b[2m"
+COLORS = {W.SUCCESSFUL: GREEN, W.RUNNING: CYAN, W.PLANNING: YELLOW, W.QUEUED: YELLOW,
+          W.ABORTED: DIM, E.HELD: RED, E.PAUSED: YELLOW}
+COLORS.update((s, RED) for s in W.FAILURES)
+BUSY_ORDER = {W.RUNNING: 0, W.PLANNING: 1, W.QUEUED: 2, W.READY: 3}
 ENSEMBLE_FMT = "%-20s %-7s %6s %7s %6s %7s %6s %6s %7s"
 WORKFLOW_FMT = "%-24s %-11s %8s %8s  %s"
 MAX_EVENTS = 1000
 LAST_ID = 2 ** 31 - 1
-
-
-def _q(*names):
-    return "/" + "/".join(urllib.parse.quote(str(n), safe="") for n in names)
 
 
 class Snapshot:
@@ -42,7 +37,7 @@ class Snapshot:
             self.ensembles = [e for e in self.ensembles if e.get("name") == ensemble]
         self.workflows = None
         if ensemble is not None:
-            self.workflows = api.get_json(_q("ensembles", ensemble, "workflows")
+            self.workflows = api.get_json(client.path("ensembles", ensemble, "workflows")
                                           + "?detail=1") or []
 
     def states(self):
@@ -60,12 +55,12 @@ def ensemble_rows(ensembles):
     for e in ensembles:
         c = e.get("counts") or {}
         get = (lambda s: str(c.get(s, 0))) if c else (lambda s: "-")
-        failed = str(sum(c.get(s, 0) for s in FAILURES)) if c else "-"
+        failed = str(sum(c.get(s, 0) for s in W.FAILURES)) if c else "-"
         lines.append(ENSEMBLE_FMT % (
-            fmt.text(e.get("name")), fmt.text(e.get("state")), get("READY"),
-            "%s/%s" % (get("PLANNING"), fmt.text(e.get("max_planning"))), get("QUEUED"),
-            "%s/%s" % (get("RUNNING"), fmt.text(e.get("max_running"))), get("SUCCESSFUL"),
-            failed, get("ABORTED")))
+            fmt.text(e.get("name")), fmt.text(e.get("state")), get(W.READY),
+            "%s/%s" % (get(W.PLANNING), fmt.text(e.get("max_planning"))), get(W.QUEUED),
+            "%s/%s" % (get(W.RUNNING), fmt.text(e.get("max_running"))), get(W.SUCCESSFUL),
+            failed, get(W.ABORTED)))
         keys.append(("e", e.get("name")))
     return lines, keys
 
@@ -177,7 +172,7 @@ def _live(api, ensemble, interval, out, iterations, clock, sleep):
 
 def _follow(api, ensemble, interval, out, iterations, sleep):
     """One line per state change, from the events API, until interrupted."""
-    base = _q("ensembles", ensemble, "events") if ensemble else "/events"
+    base = client.path("ensembles", ensemble, "events") if ensemble else "/events"
     newest = api.get_json(base + "?before=%d&limit=1" % LAST_ID) or []
     after, n = (newest[-1]["id"] if newest else 0), 0
     try:
