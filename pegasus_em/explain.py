@@ -3,6 +3,8 @@
 Every figure comes from a counting query on an index (its place in the queue,
 who fills the throttle, what it waits for), so the answer costs the same with
 ten workflows queued or ten thousand; only a failed workflow's log tail is read.
+The dashboard's queue shows the place and a line on the reason (`waiting`) made
+from the same facts.
 """
 
 import glob

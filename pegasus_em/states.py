@@ -1,7 +1,8 @@
 """Ensemble, workflow and trigger states and the one table of allowed transitions.
 
-Every state change in the project, by the API or by the engine, is checked here
-and stored as a compare-and-set on the old states this table allows.
+Every state change in the project, by the API or by the engine, goes through
+`transitions`, is checked here and is stored as a compare-and-set on the old
+states this table allows.
 """
 
 from .errors import BadRequest, Conflict, shown
