@@ -438,7 +438,8 @@ def cmd_create(api, args):
 
 
 def _set_ensemble_state(api, args, state):
-    _show(args, api.post_form(client.path("ensembles", args.ensemble), {"state": state}), fmt.state)
+    reply = api.post_form(client.path("ensembles", args.ensemble), {"state": state})
+    _show(args, reply, fmt.state)
 
 
 def cmd_pause(api, args):
