@@ -427,3 +427,12 @@ def test_stall_knob_keeps_a_job_running_until_removed(sim):
                       ).fetchall() == [("SUBMIT",)]  # DAGMan logs no event for the job it removes
     assert db.execute("SELECT status FROM workflowstate WHERE state = 'WORKFLOW_TERMINATED'").fetchall() == [(2,)]
     db.close()
+
+
+def test_schedd_delay_starts_the_dagman_later_within_the_run_time(sim):
+    """SCHEDD_DELAY (bench/engine.py's mode): the job idles in the queue first, as under a
+    real schedd, and its run still ends; the delay is part of RUN_SECONDS (here all of it)."""
+    submit_dir = sim.start(env={"PEGASUS_SIM_SCHEDD_DELAY": "5", "PEGASUS_SIM_RUN_SECONDS": "5"})
+    assert [ad["JobStatus"] for ad in sim.queue()] == [1]
+    assert sim.dagman_out(submit_dir) == ""
+    assert sim.wait_exit(submit_dir, timeout=30) == 0

@@ -339,6 +339,7 @@ class RootRun(DagRun):
         if real:  # started as pegasus-dagman starts it, before DAGMan writes a line
             self.monitord = realmonitord.start(real, self.out)
         self.submits = 0
+        self.paced_until = None  # SCHEDD_DELAY: where the last wait ended, by the clock
 
     # -- signals and waiting ------------------------------------------------
     def _signals(self, early=()):
@@ -355,7 +356,7 @@ class RootRun(DagRun):
 
     def wait(self, seconds):
         """Sleep in simulated time (None: until condor_rm), waking at once for condor_rm / condor_hold."""
-        deadline = None if seconds is None else time.monotonic() + seconds
+        deadline = None if seconds is None else self._deadline(seconds)
         while not self.removed:
             if self.flags.hold_requested:
                 self.flags.hold_requested = False
@@ -369,6 +370,15 @@ class RootRun(DagRun):
             except BlockingIOError:
                 pass
 
+    def _deadline(self, seconds):
+        """With SCHEDD_DELAY each wait ends `seconds` after the previous one ended, so
+        the writes in between do not stretch the run (a real DAGMan's bookkeeping does
+        not stretch its jobs); otherwise `seconds` from now."""
+        now = time.monotonic()
+        start = self.paced_until if self.knobs["SCHEDD_DELAY"] and self.paced_until else now
+        self.paced_until = start + seconds
+        return self.paced_until
+
     def _hold(self):
         """Held by condor_hold: log our running job as held, stop until condor_release."""
         ad = self.schedd.get(self.cluster)
@@ -379,6 +389,7 @@ class RootRun(DagRun):
         if self.rec and self.current:
             self.rec.held(reason)
         os.kill(os.getpid(), signal.SIGSTOP)
+        self.paced_until = None  # the time held is not made up for
         if not self.removed:  # condor_rm of a held job continues us only to abort
             self._job_event("ULOG_JOB_RELEASED", [], held=0)
             if self.rec and self.current:
@@ -392,7 +403,7 @@ class RootRun(DagRun):
 
     # -- the run ------------------------------------------------------------
     def run(self):
-        self.wait(self.knobs["START_DELAY"])  # idle in the queue
+        self.wait(self.knobs["START_DELAY"] + self.knobs["SCHEDD_DELAY"])  # idle in the queue
         if self.removed:
             return 0
         self.schedd.update(self.cluster, JobStatus=RUNNING)
@@ -407,6 +418,7 @@ class RootRun(DagRun):
         pending = [n for n in self.nodes if n[0] not in self.done]
         retries = self.knobs["JOB_FAILURES"]
         dt = self._run_budget() / max(1, EVENT_STEPS * (len(pending) + retries))
+        self.paced_until = None  # paced from here
         fail_at = max(len(self.nodes) // 2, len(self.nodes) - len(pending))
         halted = self.run_nodes(dt, fail_at, knobs.attempt_fails(self.knobs, self.attempt, "RUN_FAIL"), retries)
         return self.finish(*self.end_status(halted))
@@ -417,7 +429,8 @@ class RootRun(DagRun):
 
     def _run_budget(self):
         """RUN_SECONDS counted from when pegasus-run started (PEGASUS_SIM_T0), less only
-        the tools' own start-up: the deliberate START_DELAY in the queue is not run time."""
+        the tools' own start-up: the deliberate START_DELAY in the queue is not run time
+        (SCHEDD_DELAY is)."""
         try:
             elapsed = time.time() - float(os.environ["PEGASUS_SIM_T0"])
         except (KeyError, ValueError):

@@ -26,6 +26,8 @@ KNOBS = [
     Knob("DAGMAN_DIE", bool, False, "every DAGMan run dies abruptly after starting (sudden death)"),
     Knob("DAGMAN_DIE_ATTEMPTS", int, 0, "the first N DAGMan runs die abruptly after starting"),
     Knob("START_DELAY", float, 0.0, "seconds the DAGMan job sits idle in the schedd before STARTING UP"),
+    Knob("SCHEDD_DELAY", float, 0.0, "seconds before the schedd starts the DAGMan job, counted in RUN_SECONDS,"
+                                     " which the run then keeps by the clock (a real schedd: about 0.5)"),
     Knob("JOB_FAILURES", int, 0, "the failing-node slot's job fails its first N tries in a run, each retried"
                                  " by DAGMan (RETRY N); it then succeeds unless RUN_FAIL"),
     Knob("STALL_AT", int, 0, "the Nth job submission of a DAGMan run never ends (the run stays RUNNING until"
