@@ -2,8 +2,11 @@
 
 Every planner and `pegasus-run` goes through `spawn`: a `/bin/sh` wrapper in its
 own session appends the command's output to a log file and, when the command
-ends, writes its exit status to a result file itself (atomically, via rename),
-so a daemon that died and restarted still finds the outcome.  A process is
+ends, writes its exit status to a result file itself, so a daemon that died
+and restarted still finds the outcome.  The status is one short line written
+by one write(): a reader sees the whole line or no line (`read_result` takes
+only a line ending in a newline), so no rename is needed, and none of the
+fork and exec of `mv` it cost at the end of every plan and run.  A process is
 identified by (pid, start time from /proc), never by pid alone, so a recycled
 pid or an unreaped zombie is never taken for our living child.
 
@@ -32,10 +35,8 @@ from .errors import EMError
 # $1 = the user's command, $2 = the result file.  The trap makes the wrapper
 # outlive a SIGTERM to the group long enough to record the command's status
 # (143); a trapped signal is reset to its default in the command, so the
-# command itself still dies of it.  `command -p` finds mv without relying on
-# the caller's PATH.
-WRAPPER = ('trap : TERM; /bin/sh -c "$1"; rc=$?; '
-           'printf "%d\\n" "$rc" >"$2.$$" && command -p mv -f "$2.$$" "$2"')
+# command itself still dies of it.  printf is the shell's builtin: no process.
+WRAPPER = 'trap : TERM; /bin/sh -c "$1"; printf "%d\\n" "$?" >"$2"'
 WRAPPER_NAME = "pegasus-em-run"  # $0 of the wrapper: what `ps` shows
 TIMEOUT_RC = 124  # run() after a timeout, as timeout(1) does
 
