@@ -14,8 +14,10 @@ pidfd per planner, pegasus-run and local DAGMan), or a followed workflow is
 due for its next look at dagman.out.
 """
 
+import functools
 import logging
 import os
+import queue
 import selectors
 import shlex
 import threading
@@ -35,6 +37,7 @@ SUBMIT, FOLLOW, REMOVE = "submit", "follow", "remove"
 FIRST_LOOK = 0.05       # seconds before the first look at a new DAGMan run
 MIN_TICK_GAP = 0.01     # a burst of API wakes costs at most 100 ticks a second
 LOG_TAIL = 65536
+CHORE_WORKERS = 2       # threads running condor_hold / condor_release for the engine
 
 
 class Settings:
@@ -81,6 +84,13 @@ class Manager:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = None
         self._stop = threading.Event()
+        # condor_hold / condor_release run here, never on the engine thread: a slow
+        # schedd must not stop every other ensemble.  `_holding`: workflow ids with a
+        # command queued or running; `_hold_after`: when a failed one may be tried again.
+        self._chores = queue.SimpleQueue()
+        self._chore_threads = []
+        self._holding = set()
+        self._hold_after = {}
 
     # ---- the loop ----------------------------------------------------------
 
@@ -92,11 +102,15 @@ class Manager:
             pass  # the pipe is full: a wake is already pending
 
     def start(self):
+        self._chore_threads = [loops.start("engine-chores", self._chore, None, self._stop, log)
+                               for _ in range(CHORE_WORKERS)]
         self._thread = loops.start("engine", self._timed_tick, self._sleep, self._stop, log)
 
     def stop(self, timeout=10):
         self._stop.set()
         self.wake()
+        for _ in self._chore_threads:
+            self._chores.put(None)  # a chore still running (a hung condor_hold) is left
         if self._thread:
             self._thread.join(timeout)
         for t in self.tracked.values():
@@ -149,6 +163,7 @@ class Manager:
         for wf_id in list(self.tracked):
             if wf_id not in rows:
                 _close(self.tracked.pop(wf_id))
+                self._hold_after.pop(wf_id, None)
         for row in rows.values():
             t = self.tracked.setdefault(row.id, Tracked(row))
             t.row = row
@@ -379,22 +394,45 @@ class Manager:
         """HELD ensembles hold their running DAGMan jobs; activating releases them."""
         row = t.row
         want = row.ensemble_state == EnsembleState.HELD
-        if want == bool(row.dagman_held) or row.abort_requested:
+        if want == bool(row.dagman_held) or row.abort_requested or row.id in self._holding \
+                or self.monotonic() < self._hold_after.get(row.id, 0.0):
             return
         current = dagstate.baseline(row.submitdir, t.watch.braindump)
         if current.blocks <= (row.baseline_blocks or 0):
             return  # DAGMan has not started yet; look again later
+        self._holding.add(row.id)
+        chore = functools.partial(self._hold_job, row, want, current.last_dagman_id)
+        if self._chore_threads:
+            self._chores.put(chore)
+        else:  # the engine is ticked by hand (tests): no chore threads
+            chore()
+
+    def _hold_job(self, row, want, dagman_id):
+        """On a chore thread: run the command, record the outcome, wake the engine."""
         verb = "condor_hold" if want else "condor_release"
-        result = runner.run([verb, current.last_dagman_id], log_path=self._path(row, ".log"),
-                            env=self.settings.env, timeout=60)
-        if result.rc == 0 or not want:
-            self._record(row, dagman_held=1 if want else 0)
-            with self.db.write() as conn:
-                store.add_event(conn, self.now(), row.ensemble_id, row.state, row.state,
-                                "%s %s" % (verb, current.last_dagman_id), workflow_id=row.id)
-        else:
-            log.warning("%s.%s: %s %s failed: %s", row.ensemble, row.name, verb,
-                        current.last_dagman_id, result.output.strip()[-200:])
+        try:
+            result = runner.run([verb, dagman_id], log_path=self._path(row, ".log"),
+                                env=self.settings.env, timeout=60)
+            if result.rc == 0 or not want:
+                self._hold_after.pop(row.id, None)
+                with self.db.write() as conn:
+                    store.update_engine(conn, row.id, dagman_held=1 if want else 0)
+                    state = store.current_workflow_state(conn, row.id) or row.state
+                    store.add_event(conn, self.now(), row.ensemble_id, state, state,
+                                    "%s %s" % (verb, dagman_id), workflow_id=row.id)
+            else:
+                self._hold_after[row.id] = self.monotonic() + self.settings.interval
+                log.warning("%s.%s: %s %s failed: %s", row.ensemble, row.name, verb,
+                            dagman_id, result.output.strip()[-200:])
+        finally:
+            self._holding.discard(row.id)
+            self.wake()
+
+    def _chore(self):
+        """One turn of a chore thread: the next queued job (None: stop)."""
+        job = self._chores.get()
+        if job is not None:
+            job()
 
     # ---- starting new work -------------------------------------------------
 

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from conftest import Daemon, wait_until
+from conftest import SIM_BIN, Daemon, wait_until
+from stack import Stack
 
 FAST = "EM_INTERVAL = 0.5\n"
 
@@ -229,6 +230,38 @@ def test_held_ensemble_holds_running_dagmans_and_activate_releases(em):
                            for e in events(em, "e", "w")), 15, message="condor_release")
     assert wait_state(em, "e", "w", *TERMINAL)["state"] == "SUCCESSFUL"
     assert w["state"] == "RUNNING"
+
+
+def test_a_slow_condor_hold_never_holds_up_other_ensembles(tmp_path):
+    """condor_hold ran on the engine thread: a schedd slow to answer (up to the 60 s
+    timeout) stopped every other ensemble's planning and running for that long."""
+    fakebin, go, asked = tmp_path / "bin", tmp_path / "go", tmp_path / "hold-asked"
+    fakebin.mkdir()
+    (fakebin / "condor_hold").write_text(
+        "#!/bin/sh\ntouch '%s'\ni=0\nwhile [ ! -e '%s' ] && [ $i -lt 600 ]; do sleep 0.1; "
+        "i=$((i+1)); done\nexec '%s/condor_hold' \"$@\"\n" % (asked, go, SIM_BIN))
+    (fakebin / "condor_hold").chmod(0o755)
+    s = Stack(tmp_path / "em", engine=True, interval=0.5)
+    s.env["PATH"] = "%s%s%s" % (fakebin, os.pathsep, s.env["PATH"])
+    s.start_engine()
+    try:
+        s.ensemble("slow")
+        s.submit("slow", "w", s.plan_command("pegasus.sim.run.seconds=60"))
+        wait_until(lambda: s.state("slow", "w") == "RUNNING", 30, message="slow.w RUNNING")
+        s.post("/ensembles/slow", state="HELD")
+        wait_until(asked.exists, 30, message="condor_hold called")
+        s.ensemble("other")
+        s.submit("other", "x", s.plan_command("pegasus.sim.run.seconds=0.2"))
+        wait_until(lambda: s.state("other", "x") in TERMINAL, 30, message="other.x ended")
+        assert s.state("other", "x") == "SUCCESSFUL" and not go.exists()
+        go.touch()
+        wait_until(lambda: any(e["reason"].startswith("condor_hold")
+                               for e in s.events("slow", "w")), 30, message="hold recorded")
+        s.post("/ensembles/slow/workflows/w", state="ABORTED")
+        wait_until(lambda: s.state("slow", "w") in TERMINAL, 30, message="slow.w aborted")
+    finally:
+        go.touch()
+        s.close()
 
 
 def test_planner_timeout_stops_the_planner(user):
