@@ -13,6 +13,12 @@ Prints one JSON object:
                pegasus-run starts DAGMan itself and the DAGMan's writes stretch the run.
                `phases` says where the time went, per workflow: planner exit -> QUEUED,
                RUNNING (claim) -> pegasus-run started, DAGMan's EXITING line -> SUCCESSFUL.
+  scale        (--only scale) N workflows over E ensembles at P planning and R running at once
+               overall (MAX_PLANNING_TOTAL / MAX_RUNNING_TOTAL, each ensemble -P P -R R), in
+               a daemon of its own: ratio to the ideal, phases, daemon and machine CPU.
+               Default 2,000 over 20 at P=50, R=200 with 10 s plans and 40 s runs: shorter
+               ones would need more CPU for the simulator's own processes (three Python
+               start-ups per workflow) than the 2 cores have.
   submit_to_planning  READY ("submitted") event -> PLANNING event of single submissions
                into an idle ACTIVE ensemble (target median <= 50 ms).
   slot_refill  -R 1 with QUEUED workflows waiting: SUCCESSFUL event of one workflow ->
@@ -25,6 +31,7 @@ Run as root (it creates a throwaway user for the daemon): python3 bench/engine.p
 """
 
 import argparse
+import contextlib
 import glob
 import heapq
 import json
@@ -367,6 +374,88 @@ def busy_slots(events, start, end):
             "running": round(area["RUNNING"] / span, 2)}
 
 
+# ---- 1b: scale -------------------------------------------------------------------
+
+SCALE_DOC = ("N workflows spread over E ensembles (each -P P -R R), with MAX_PLANNING_TOTAL = P "
+             "and MAX_RUNNING_TOTAL = R: at most P planning and R running at once overall")
+
+
+def bench_scale(n, ensembles, max_planning, max_running, plan_s, run_s, schedd_delay):
+    """The makespan at scale, in a daemon of its own with the global caps."""
+    extra = "MAX_PLANNING_TOTAL = %d\nMAX_RUNNING_TOTAL = %d\n" % (max_planning, max_running)
+    with harness.daemon(extra_config=extra) as t:
+        names = ["s%02d" % i for i in range(ensembles)]
+        basedirs = {}
+        for ens in names:
+            create_ensemble(t, ens, max_planning, max_running, paused=True)
+        for i in range(n):
+            ens = names[i % ensembles]
+            basedirs[ens, "w%04d" % i] = submit(t, ens, "w%04d" % i, plan_s, run_s, schedd_delay)
+        ideal = ideal_makespan(n, max_planning, max_running, plan_s, run_s)
+        c0, w0, busy0 = t.cpu_seconds(), time.monotonic(), machine_busy()
+        for ens in names:
+            set_state(t, ens, "ACTIVE")
+        done = wait_ensembles_done(t, names, timeout=ideal * 6 + 120)
+        wall = time.monotonic() - w0
+        cpu, busy = t.cpu_seconds() - c0, machine_busy()
+        out = {"doc": SCALE_DOC, "workflows": n, "ensembles": ensembles,
+               "max_planning_total": max_planning, "max_running_total": max_running,
+               "plan_seconds": plan_s, "run_seconds": run_s, "schedd_delay": schedd_delay,
+               "final_states": done, "ideal_s": round(ideal, 3),
+               "daemon_cpu_percent_of_one_core": round(100.0 * cpu / wall, 1),
+               "machine_cpu_busy_percent": round(100.0 * (busy[0] - busy0[0]) /
+                                                 max(1, busy[1] - busy0[1]), 1),
+               "daemon_rss_mb": round(t.rss_mb(), 1)}
+        out.update(scale_timing(t, names, basedirs, ideal, run_s if schedd_delay else None))
+    return out
+
+
+def scale_timing(t, names, basedirs, ideal, paced_run_s):
+    """Makespan (first activation to last end), ratio and phases over all ensembles."""
+    per_wf, files, starts, ends = {}, {}, [], []
+    for ens in names:
+        events = t.events(ens)
+        starts += [e["time"] for e in events if e["workflow_id"] is None
+                   and e["new_state"] == "ACTIVE"]
+        ids = {w["id"]: w["name"] for w in workflows(t, ens)}
+        for wf_id, evs in by_workflow(events).items():
+            per_wf[wf_id] = evs
+            files[wf_id] = workflow_files(t, ens, ids[wf_id], basedirs[ens, ids[wf_id]])
+            end = last(evs, "SUCCESSFUL")
+            if end:
+                ends.append(end["time"])
+    if not ends or not starts:
+        return {}
+    measured = max(ends) - min(starts)
+    return {"measured_s": round(measured, 3), "ratio": round(measured / ideal, 3),
+            "phases": phases(per_wf, files, paced_run_s)}
+
+
+def wait_ensembles_done(t, names, timeout, poll=1.0):
+    """Until no workflow of these ensembles is busy or waiting; -> counts per state."""
+    deadline = time.monotonic() + timeout
+    wanted = set(names)
+    while True:
+        listing = check(*t.request("GET", "/ensembles?detail=1"), "list ensembles")
+        counts = {}
+        for e in listing:
+            if e["name"] in wanted:
+                for state, k in e["counts"].items():
+                    counts[state] = counts.get(state, 0) + k
+        if not any(counts.get(s) for s in ("READY", "PLANNING", "QUEUED", "RUNNING")) or \
+                time.monotonic() > deadline:
+            return counts
+        time.sleep(poll)
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
 # ---- 2: submit -> planner started ----------------------------------------------------
 
 def bench_submit_latency(t, samples):
@@ -563,6 +652,11 @@ def wakeups(pid):
     return total
 
 
+@contextlib.contextmanager
+def _nothing():
+    yield None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smaller run for sanity checks")
@@ -577,8 +671,12 @@ def main():
     ap.add_argument("--schedd-delay", type=float, default=0.5,
                     help="the simulator's SCHEDD_DELAY for the makespan run (default 0.5: "
                     "DAGMan as under a real schedd; 0: the older mode)")
+    ap.add_argument("--scale", default=None, metavar="N,E,P,R,PLAN_S,RUN_S",
+                    help="the scale run: N workflows over E ensembles, P planning and R "
+                    "running at once overall (default 2000,20,50,200,10,40; quick "
+                    "200,4,10,40,2,8)")
     ap.add_argument("--only", default="makespan,latency,refill,idle",
-                    help="comma-separated subset of makespan,latency,refill,idle")
+                    help="comma-separated subset of makespan,latency,refill,idle,scale")
     args = ap.parse_args()
     q = args.quick
     n = args.workflows or (40 if q else 200)
@@ -590,7 +688,7 @@ def main():
     extra = "EM_INTERVAL = %r\n" % args.interval if args.interval else ""
     out = {"quick": q}
     t_all = time.monotonic()
-    with harness.daemon(extra_config=extra) as t:
+    with harness.daemon(extra_config=extra) if only - {"scale"} else _nothing() as t:
         if "makespan" in only:
             sd = args.schedd_delay
             overheads = tool_overheads(t, 3 if q else 5, 2.0, sd)
@@ -601,6 +699,11 @@ def main():
             out["slot_refill"] = bench_refill(t, refill, 0.5)
         if "idle" in only:
             out["idle"] = bench_idle(t, finished, idle_s)
+    if "scale" in only:
+        spec = args.scale or ("200,4,10,40,2,8" if q else "2000,20,50,200,10,40")
+        n_, e_, p_, r_, ps_, rs_ = [float(x) for x in spec.split(",")]
+        out["scale"] = bench_scale(int(n_), int(e_), int(p_), int(r_), ps_, rs_,
+                                   args.schedd_delay)
     out["elapsed_s"] = round(time.monotonic() - t_all, 1)
     print(json.dumps(out, indent=2))
 
