@@ -153,3 +153,33 @@ def test_pegasus_service_refuses_a_bare_cr_it_would_forward_and_lax_content_leng
         svc.stop()
         d.kill()
     assert "Traceback" not in svc.errors(), svc.errors()
+
+
+def test_a_client_that_stops_reading_a_long_reply_is_let_go():
+    """Plain sockets block now (a timeout on each read and write cost a poll() before
+    every recv() and send()): a client that asks for a long reply and never reads it
+    must still let go of its worker once no byte has left for the backstop's time."""
+    closed = threading.Event()
+    chunk = b"x" * (1 << 20)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(len(chunk) * 256))])
+
+        def body():
+            try:
+                for _ in range(256):
+                    yield chunk
+            finally:
+                closed.set()  # run_app closes the reply once it gives up
+        return body()
+
+    server = Server(("127.0.0.1", 0), app, idle_timeout=1, request_timeout=1)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as s:
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert closed.wait(30), "the worker still waits for a client that does not read"
+    finally:
+        server.shutdown()
+        server.server_close()
