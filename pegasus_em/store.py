@@ -10,7 +10,7 @@ import sqlite3
 from .errors import Conflict, NotFound, shown
 from .model import Ensemble, EngineRow, EnsembleLoad, LedgerFile, Trigger, Workflow
 from .states import (ENSEMBLE_TRANSITIONS, TRIGGER_TRANSITIONS, WORKFLOW_TRANSITIONS,
-                     FileState, WorkflowState, sources)
+                     EnsembleState, FileState, WorkflowState, sources)
 
 _ENSEMBLE_COLS = ("id, name, state, max_planning, max_running, created, updated, max_failures,"
                   " failure_streak")
@@ -503,16 +503,19 @@ def engine_row(conn, workflow_id):
 
 def ensemble_loads(conn):
     """Per ensemble with work: throttles and counts, read through the partial indexes
-    (READY counts only workflows the engine may plan now)."""
+    (READY counts only workflows the engine may plan now, and only in ACTIVE ensembles,
+    the only ones it plans for: 100,000 queued in a paused one cost nothing per turn)."""
     counts = {}
     for ensemble_id, state, n in conn.execute(
             "SELECT ensemble_id, state, count(*) FROM workflows INDEXED BY workflows_busy"
             " WHERE state IN %s GROUP BY ensemble_id, state" % _BUSY_SQL):
         counts.setdefault(ensemble_id, {})[state] = n
     for ensemble_id, n in conn.execute(
-            "SELECT ensemble_id, count(*) FROM workflows INDEXED BY workflows_eligible"
-            " WHERE %s GROUP BY ensemble_id" % _ELIGIBLE):
-        counts.setdefault(ensemble_id, {})["READY"] = n
+            "SELECT e.id, (SELECT count(*) FROM workflows w INDEXED BY workflows_eligible"
+            " WHERE w.ensemble_id = e.id AND %s) FROM ensembles e WHERE e.state = ?"
+            % _ELIGIBLE, (EnsembleState.ACTIVE,)):  # inner names are the workflow's
+        if n:
+            counts.setdefault(ensemble_id, {})["READY"] = n
     if not counts:
         return []
     rows = conn.execute("SELECT id, state, max_planning, max_running FROM ensembles WHERE id IN"
