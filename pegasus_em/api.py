@@ -36,6 +36,26 @@ class Request:
         self.user = user
 
 
+class Streamed:
+    """A body sent as it is made (a listing of 100,000 workflows is never held whole):
+    its length, known up front, and its pieces; closing it ends what makes them."""
+
+    __slots__ = ("length", "pieces")
+
+    def __init__(self, length, pieces):
+        self.length = length
+        self.pieces = pieces
+
+    def __len__(self):
+        return self.length
+
+    def __iter__(self):
+        return iter(self.pieces)
+
+    def close(self):
+        self.pieces.close()
+
+
 class Response:
     __slots__ = ("status", "body", "headers")
 
@@ -88,7 +108,7 @@ class App:
             response = json_response(wire.message("Internal server error"), 500)
         start_response(status_line(response.status),
                        response.headers + [("Content-Length", str(len(response.body)))])
-        return [response.body]
+        return response.body if isinstance(response.body, Streamed) else [response.body]
 
     def error(self, e):
         headers = []
@@ -194,10 +214,10 @@ class App:
         fields = wire.WORKFLOW_LIST_FIELDS
         if _flag(req.query.get("detail")):  # ours: reason, run-after, time in the state
             fields = fields + wire.WORKFLOW_DETAIL_FIELDS
-        text = self.ops.list_workflows_json(ensemble, fields,
-                                            wire.workflow_list_prefix(req.base, ensemble))
-        if text is not None:
-            return Response(200, text.encode("utf-8"), _JSON)
+        found = self.ops.list_workflows_stream(ensemble, fields,
+                                               wire.workflow_list_prefix(req.base, ensemble))
+        if found is not None:
+            return Response(200, Streamed(*found), _JSON)
         rows = self.ops.list_workflow_rows(ensemble)
         return json_response(wire.workflow_rows(rows, req.base, _flag(req.query.get("detail"))))
 

@@ -99,9 +99,17 @@ class Ops:
 
     def list_workflows_json(self, ensemble, fields, href_prefix):
         """JSON text of the listing made by SQLite, or None (then use the rows)."""
-        with self.db.read() as conn:
-            e = store.get_ensemble(conn, ensemble)
-            return store.list_workflows_json(conn, e, fields, href_prefix)
+        found = self.list_workflows_stream(ensemble, fields, href_prefix)
+        return None if found is None else b"".join(found[1]).decode("utf-8")
+
+    def list_workflows_stream(self, ensemble, fields, href_prefix):
+        """The listing made by SQLite as (its length in bytes, an iterator of its UTF-8
+        pieces, a few hundred workflows each), or None (then use the rows): 100,000
+        workflows are never held whole.  The iterator keeps one read transaction open
+        until it is exhausted or closed."""
+        pieces = _json_pieces(self.db, ensemble, fields, href_prefix)
+        length = next(pieces)  # the transaction begins; an unknown ensemble raises here
+        return None if length is None else (length, pieces)
 
     def get_workflow(self, ensemble, workflow):
         with self.db.read() as conn:
@@ -370,6 +378,26 @@ def _max_failures(value):
     if value in (None, ""):
         return None
     return model.integer(value, "max_failures", minimum=0)
+
+
+def _json_pieces(db, ensemble, fields, href_prefix, batch=1000):
+    """Yields the listing's length (None without SQLite's JSON functions), then its
+    pieces: "[", the objects a batch at a time, "]"."""
+    with db.read() as conn:
+        e = store.get_ensemble(conn, ensemble)
+        length = store.workflows_json_length(conn, e, fields, href_prefix)
+        yield length
+        if length is None:
+            return
+        yield b"["
+        separator, last = "", 0
+        while True:
+            found = store.workflows_json_batch(conn, e, fields, href_prefix, last, batch)
+            if found is None:
+                break
+            yield (separator + found[0]).encode("utf-8")
+            separator, last = ", ", found[1]
+        yield b"]"
 
 
 def _dependencies(conn, ensemble, name, after):

@@ -2,6 +2,9 @@
 Content-Length is digits only, control characters and bare CRs in a request
 line or header are a 400, and a request cut short never reaches the app."""
 
+import base64
+import inspect
+import io
 import json
 import os
 import socket
@@ -12,7 +15,11 @@ import pytest
 
 from conftest import Daemon
 from service_fixtures import Service, make_certificate
+from stack import PASSWORD as STACK_PASSWORD
+from stack import USER as STACK_USER
+from stack import Stack
 
+from pegasus_em import store
 from pegasus_em.httpd import Server
 
 
@@ -183,3 +190,40 @@ def test_a_client_that_stops_reading_a_long_reply_is_let_go():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_long_listing_is_streamed_with_its_exact_length(tmp_path):
+    """GET of an ensemble's workflows was one string made by SQLite, then its bytes,
+    then the response with its head: 100,000 workflows took 75 MB.  Now the app
+    hands over pieces of a few hundred workflows with the length counted first, in
+    one read transaction that ends when the pieces are consumed or closed."""
+    s = Stack(tmp_path)
+    try:
+        s.ensemble("big")
+        with s.db.write() as conn:
+            e, now = store.get_ensemble(conn, "big"), s.ops.now()
+            for i in range(1200):
+                store.insert_workflow(conn, e, "w%04d" % i, i % 5, "/tmp/\u00e9t\u00e9", "x",
+                                      "READY", now)
+        got = {}
+        body = s.app(_get("/ensembles/big/workflows"), lambda st, h: got.update(h))
+        pieces = list(body)
+        body.close()
+        assert not isinstance(body, list) and len(pieces) > 3
+        assert max(len(p) for p in pieces) < 256 << 10
+        whole = b"".join(pieces)
+        assert int(got["Content-Length"]) == len(whole)
+        assert [w["name"] for w in json.loads(whole)] == ["w%04d" % i for i in range(1200)]
+        assert json.loads(whole) == s.get("/ensembles/big/workflows")  # and over HTTP
+        half = s.app(_get("/ensembles/big/workflows"), lambda st, h: None)
+        next(iter(half))
+        half.close()  # the client went away: the transaction behind the pieces ends
+        assert inspect.getgeneratorstate(half.pieces) == inspect.GEN_CLOSED
+    finally:
+        s.close()
+
+
+def _get(path):
+    token = base64.b64encode(("%s:%s" % (STACK_USER, STACK_PASSWORD)).encode()).decode()
+    return {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
+            "wsgi.input": io.BytesIO(), "HTTP_AUTHORIZATION": "Basic " + token}
