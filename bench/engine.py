@@ -9,8 +9,10 @@ Prints one JSON object:
                "achievable" ideal that adds the simulator tools' own measured wall time.
                By default the simulator runs as under a real schedd (SCHEDD_DELAY 0.5:
                pegasus-run returns, a separate DAGMan starts 0.5 s later, and the run keeps
-               its 2 s by the clock); --schedd-delay 0 is the simulator's older mode, where
-               pegasus-run starts DAGMan itself and the DAGMan's writes stretch the run.
+               its 2 s by the clock, counted from the submission, so pegasus-run's own
+               start-up comes on top, as a real one's); --schedd-delay 0 is the older mode,
+               where the 2 s count from pegasus-run's start and the DAGMan's own writes
+               stretch the run.
                `phases` says where the time went, per workflow: planner exit -> QUEUED,
                RUNNING (claim) -> pegasus-run started, DAGMan's EXITING line -> SUCCESSFUL.
   scale        (--only scale) N workflows over E ensembles at P planning and R running at once

@@ -76,10 +76,11 @@ def _release_halt(dag):
 def _submit(submit_dir, bd, dag, json_mode):
     sub = dag + ".condor.sub"
     try:
-        exit_code = knobs.load(braindump.properties_of(submit_dir, bd))["PEGASUS_RUN_EXIT"]
+        values = knobs.load(braindump.properties_of(submit_dir, bd))
     except ValueError as e:
         print(RED_ERROR + str(e))
         return 1
+    exit_code = values["PEGASUS_RUN_EXIT"]
     _salvage_log(bd.get("condor_log"))
     sys.stderr.write("Submitting to condor %s\n" % sub)
     if exit_code:
@@ -87,8 +88,11 @@ def _submit(submit_dir, bd, dag, json_mode):
               % (osutil.tool("condor_submit"), sub, exit_code))
         return exit_code
     try:
-        # The run time knob counts from this pegasus-run's start (see osutil.process_age).
-        os.environ["PEGASUS_SIM_T0"] = repr(time.time() - osutil.process_age())
+        # The run time knob counts from this pegasus-run's start (see osutil.process_age),
+        # or, as under a real schedd (SCHEDD_DELAY), from the submission: pegasus-run's
+        # own start-up is then its own, as a real one's 0.15 s.
+        age = 0.0 if values["SCHEDD_DELAY"] else osutil.process_age()
+        os.environ["PEGASUS_SIM_T0"] = repr(time.time() - age)
         cluster = Schedd().submit(sub)
     except OSError as e:
         print(RED_ERROR + "Running ('%s', '%s') failed with 1: %s" % (osutil.tool("condor_submit"), sub, e))
