@@ -14,7 +14,8 @@ Prints one JSON object:
                where the 2 s count from pegasus-run's start and the DAGMan's own writes
                stretch the run.
                `phases` says where the time went, per workflow: planner exit -> QUEUED,
-               RUNNING (claim) -> pegasus-run started, DAGMan's EXITING line -> SUCCESSFUL.
+               RUNNING (the claim) -> the DAGMan submitted by pegasus-run (its start-up
+               included), DAGMan's EXITING line -> SUCCESSFUL.
   scale        (--only scale) N workflows over E ensembles at P planning and R running at once
                overall (MAX_PLANNING_TOTAL / MAX_RUNNING_TOTAL, each ensemble -P P -R R), in
                a daemon of its own: ratio to the ideal, phases, daemon and machine CPU.
@@ -332,9 +333,9 @@ def phases(per_wf, files, paced_run_s):
     """Where the time went, per workflow, from the daemon's events and the files' times.
 
     With a paced simulator (SCHEDD_DELAY) a run's EXITING line comes `run_s` after its
-    pegasus-run started, which dates that start."""
+    pegasus-run submitted the DAGMan, which dates that submission."""
     phase = {"planning_to_queued": [], "planner_exit_to_queued": [],
-             "running_to_successful": [], "running_to_pegasus_run_started": [],
+             "running_to_successful": [], "running_to_dagman_submitted": [],
              "pegasus_run_wall": [], "dagman_exiting_to_successful": []}
     for wf_id, evs in per_wf.items():
         p, q, r, s = (last(evs, "PLANNING"), last(evs, "QUEUED"), last(evs, "RUNNING"),
@@ -351,7 +352,7 @@ def phases(per_wf, files, paced_run_s):
             if f.get("exiting"):
                 phase["dagman_exiting_to_successful"].append(s["time"] - f["exiting"])
                 if paced_run_s is not None:
-                    phase["running_to_pegasus_run_started"].append(
+                    phase["running_to_dagman_submitted"].append(
                         f["exiting"] - paced_run_s - r["time"])
     return {k: summary_ms(v) for k, v in phase.items() if v}
 
