@@ -7,10 +7,8 @@ import pytest
 from conftest import SIM_BIN, Daemon, wait_until
 from stack import Stack
 
-from pegasus_em import db as dbmod
 from pegasus_em import store
 from pegasus_em.manager import Manager
-from pegasus_em.ops import Ops
 
 FAST = "EM_INTERVAL = 0.5\n"
 
@@ -284,9 +282,9 @@ def test_planner_timeout_stops_the_planner(user):
 
 @pytest.fixture
 def ops(tmp_path):
-    database = dbmod.open_database(str(tmp_path / "em.db"))
-    yield Ops(database, str(tmp_path / "ensembles"))
-    database.close()
+    s = Stack(tmp_path)
+    yield s.ops
+    s.close()
 
 
 def test_a_paused_ensembles_queue_costs_the_engine_nothing(ops):
