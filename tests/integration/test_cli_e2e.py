@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from conftest import Daemon, throwaway_user, unique, wait_until
+from conftest import REPO, Daemon, throwaway_user, unique, wait_until
 from pegasus_em import __version__
 from test_engine import TERMINAL, example, wait_state
 
@@ -325,8 +325,7 @@ def test_why_quotes_what_a_dead_dagman_wrote_last_not_its_tables(fast):
 def test_the_quick_starts_failure_story_works_as_written(em):
     """The README's run2: submitted with the knob it shows, it fails; `rerun` then
     finishes it through DAGMan's rescue DAG (the knob fails the first run only)."""
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         readme = f.read()
     submit = re.search(r"^pegasus-em submit myruns\.run2 (\./plan\.sh \S+)", readme, re.M)
     assert submit and "rerun myruns.run2" in readme

@@ -12,12 +12,13 @@ import urllib.parse
 
 import pytest
 
+from conftest import REPO
 from pegasus_em.errors import EMError
 from pegasus_em.monitoring import Monitoring, error_result
 from pegasus_dbs import ROOT_UUID, SUB_UUID, make_home
 
 ORACLE = os.environ.get("PEGASUS_ORACLE_PYTHON", "")
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(REPO, "tests")  # where pegasus_oracle.py is
 W = "/root/1/workflow/1"
 
 PATHS = [

@@ -18,8 +18,9 @@ import uuid
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIM = os.path.join(ROOT, "share", "pegasus-sim")
+from conftest import REPO
+
+SIM = os.path.join(REPO, "share", "pegasus-sim")
 BIN = os.path.join(SIM, "bin")
 sys.path.insert(0, os.path.join(SIM, "lib"))
 

@@ -9,7 +9,9 @@ import sysconfig
 
 import pytest
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pegasus_em")
+from conftest import REPO
+
+PACKAGE = os.path.join(REPO, "pegasus_em")
 
 # module -> the modules of ours it may import (STYLE.md §7).  A module missing
 # here fails the test: every new module must declare its place.

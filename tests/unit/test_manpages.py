@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
+from conftest import REPO
 from pegasus_em import cli, config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANPAGE = os.path.join(REPO, "man", "pegasus-em.1")
 SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "CONFIGURATION",
             "FILES", "ENVIRONMENT", "EXIT STATUS", "EXAMPLES", "SEE ALSO")
