@@ -1,12 +1,12 @@
 """SIGKILL of the daemon at any moment loses nothing and duplicates nothing."""
 
 import glob
+import json
 import os
 import random
 import re
-import socket
 import sqlite3
-
+import urllib.parse
 
 from conftest import Daemon, wait_until
 from test_engine import FAST, TERMINAL, _dagman_out, em, events, submit, wait_state  # noqa: F401
@@ -138,39 +138,20 @@ def test_run_intent_recorded_but_pegasus_run_never_started(em):
 
 def test_restart_on_the_same_port_while_planners_run(user):
     """Planners inherit no descriptor: the port is free again after a crash."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    user.configure(extra=FAST + "EM_PORT = %d\n" % port)
-    d = Daemon(user)
-    d.args = []
-    d.start_args = []
-    first = _start_on_port(d)
+    user.configure(extra=FAST)
+    first = Daemon(user).start()  # on --port 0: the port it got is in its endpoint file
+    with open(first.endpoint) as f:
+        port = urllib.parse.urlsplit(json.load(f)["url"]).port
     first.request("POST", "/ensembles", {"name": "e"})
     submit_own(first, "e", "w", "pegasus.sim.plan.seconds=3")
     wait_state(first, "e", "w", "PLANNING")
     first.kill()
-    second = _start_on_port(Daemon(user))
+    second = Daemon(user, ["--port", str(port)]).start()
     try:
         assert second.url.endswith(":%d" % port)
         assert wait_state(second, "e", "w", *TERMINAL)["state"] == "SUCCESSFUL"
     finally:
         second.kill()
-
-
-def _start_on_port(d):
-    """Start without --port, so EM_PORT from service.py is used."""
-    import subprocess
-    import tempfile
-    if os.path.exists(d.endpoint):
-        os.unlink(d.endpoint)
-    d.stderr = tempfile.TemporaryFile()
-    d.proc = d.user.popen([d.user.python, "-m", "pegasus_em", "server"],
-                          stdout=subprocess.DEVNULL, stderr=d.stderr)
-    wait_until(lambda: d._published() or d.proc.poll() is not None, 15, message="daemon")
-    assert d.proc.poll() is None, d.errors()
-    return d
 
 
 def test_random_kills_of_a_busy_ensemble(em):
