@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -11,8 +10,6 @@ import sys
 import pytest
 
 from conftest import REPO, Daemon, wait_until
-from pegasus_em import daemon as daemon_mod
-from pegasus_em.errors import ConfigError
 
 
 def start_fails(user, *args, env=None):
@@ -128,26 +125,6 @@ def test_listening_socket_is_not_inherited(daemon):
             with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
                 flags = int(f.read().split("flags:")[1].split()[0], 8)
             assert flags & os.O_CLOEXEC, "fd %s of the daemon is inheritable" % fd
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "::1", "localhost"])
-def test_loopback_hosts_need_no_flag(host):
-    assert daemon_mod.check_host(host, False) is None
-
-
-@pytest.mark.parametrize("host,resolves_to", [
-    ("0.0.0.0", None), ("::", None), ("192.0.2.10", None), ("lan-name", ["192.0.2.10"]),
-    ("mixed-name", ["127.0.0.1", "192.0.2.10"]), ("unresolvable", [])])
-def test_other_hosts_need_allow_remote(monkeypatch, host, resolves_to):
-    def getaddrinfo(name, *args, **kwargs):  # no name service queried
-        assert name == host
-        if not resolves_to:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in resolves_to]
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    with pytest.raises(ConfigError, match="--allow-remote"):
-        daemon_mod.check_host(host, False)
-    assert "clear text" in daemon_mod.check_host(host, True)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])

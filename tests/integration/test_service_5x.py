@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from pegasus_em import pservice
 from service_fixtures import Service, make_certificate
 
 EIGHT_BIT = [b"Basic \xe9\xff", b"B\xe4sic dTpw", b"Basic " + base64.b64encode(b"\xff\xfe:pw"),
@@ -30,15 +29,6 @@ def service(sandbox):
                   args=["-p", "0", "-v", "-nd"], env={"PEGASUS_SERVICE_URL_PREFIX": "/from-env"})
     yield svc.start()
     svc.stop()
-
-
-@pytest.mark.parametrize("argv,port,debug,verbose", [
-    (["-p", "5001"], 5001, False, 0), (["--port", "5002", "-v"], 5002, False, 1),
-    (["-d"], None, True, 0), (["-d", "-nd"], None, False, 0), (["--no-debug", "-vv"], None, False, 2),
-])
-def test_pegasus_flags_parse(argv, port, debug, verbose):
-    args = pservice.build_parser().parse_args(argv)
-    assert (args.port, args.debug, args.verbose) == (port, debug, verbose)
 
 
 def test_started_with_p_and_v_under_the_prefix_the_environment_names(service):

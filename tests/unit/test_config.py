@@ -75,19 +75,6 @@ def test_pegasus_env_names_another_file(tmp_path):
     assert config.load(env={"PEGASUS_ENV": path})["USERNAME"] == "other"
 
 
-def test_pegasus_env_overlays_service_py(user, tmp_path):
-    """5.x loads ~/.pegasus/service.py, then the file PEGASUS_ENV names over it."""
-    user.write(".pegasus/service.py", "USERNAME = 'own'\nPASSWORD = 'p1'\nEM_INTERVAL = 7\n")
-    other = tmp_path / "other.py"
-    other.write_text("PASSWORD = 'p2'\nSMTP_PORT = 2525\n")
-    other.chmod(0o600)
-    cfg = config.load(env={"PEGASUS_ENV": str(other)}, uid=user.uid)
-    assert (cfg["USERNAME"], cfg["PASSWORD"], cfg["EM_INTERVAL"], cfg["SMTP_PORT"]) == \
-        ("own", "p2", 7, 2525)
-    assert cfg.path == str(other) == config.config_path({"PEGASUS_ENV": str(other)}, user.uid)
-    assert config.load(env={}, uid=user.uid)["PASSWORD"] == "p1"
-
-
 def test_a_missing_pegasus_env_file_is_an_error_naming_it(tmp_path):
     missing = str(tmp_path / "gone.py")
     with pytest.raises(ConfigError, match="PEGASUS_ENV names %s, which does not exist" % missing):

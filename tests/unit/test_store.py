@@ -175,20 +175,3 @@ def test_sql_rendered_listing_equals_python_rendering(ops):
     text = ops.list_workflows_json("e", wire.WORKFLOW_LIST_FIELDS,
                                    wire.workflow_list_prefix(base, "e"))
     assert json.loads(text) == wire.workflow_rows(ops.list_workflow_rows("e"), base)
-
-
-def test_the_wal_is_copied_back_while_sqlite_does_not_do_it_itself(tmp_path):
-    """SQLite's automatic checkpoint is off on the writer (its fsyncs stalled every
-    writer behind the lock); the commits themselves must keep the WAL from growing."""
-    path = str(tmp_path / "em.db")
-    database = dbmod.open_database(path)
-    try:
-        assert database._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        ops = Ops(database, str(tmp_path / "ensembles"))
-        ops.create_ensemble("e")
-        for i in range(30 * dbmod.CHECKPOINT_EVERY):
-            ops.submit("e", "w%d" % i, "/tmp", "true")
-        wal = (tmp_path / "em.db-wal").stat().st_size
-        assert wal < 8 * dbmod.CHECKPOINT_EVERY * 4096 * 4, wal  # not 3,000 commits' worth
-    finally:
-        database.close()

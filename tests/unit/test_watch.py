@@ -1,11 +1,8 @@
 """`pegasus-em watch`: plain tables without a terminal, redrawn screens on one."""
 
-import os
 import re
-import time
 
 from beyond_fixtures import move, run_cli, stack  # noqa: F401
-from pegasus_em import cli
 from pegasus_em.states import WorkflowState as W
 
 
@@ -65,40 +62,3 @@ def test_watch_on_a_terminal_redraws_and_highlights_changes(stack):
     assert len(changed) == 1 and "a " in changed[0] and "PLANNING" in changed[0]
     assert out.getvalue().startswith(watch.HIDE_CURSOR)
     assert out.getvalue().endswith(watch.SHOW_CURSOR)
-
-
-def test_watch_detects_a_terminal_through_a_pty(stack):
-    import pty
-    import select
-    import signal
-    import subprocess
-    import sys
-    stack.ensemble("t")
-    stack.submit("t", "a")
-    master, slave = pty.openpty()
-    env = dict(os.environ, PEGASUS_ENV=stack.config_file(),
-               PYTHONPATH=os.path.dirname(os.path.dirname(cli.__file__)))
-    proc = subprocess.Popen([sys.executable, "-m", "pegasus_em", "--url", stack.url, "watch",
-                             "t", "-n", "0.1"], stdin=slave, stdout=slave, stderr=slave,
-                            env=env, close_fds=True)
-    os.close(slave)
-    seen = b""
-    try:
-        deadline = time.monotonic() + 15
-        while seen.count(b"\x1b[H\x1b[2J") < 2 and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.5)[0]:
-                seen += os.read(master, 65536)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        try:
-            while select.select([master], [], [], 0.2)[0]:
-                seen += os.read(master, 65536)
-        except OSError:
-            pass
-        os.close(master)
-    text = seen.decode("utf-8", "replace")
-    assert "pegasus-em watch t" in text and "READY" in text
-    assert text.count("\x1b[H\x1b[2J") >= 2 and "\x1b[?25h" in text
