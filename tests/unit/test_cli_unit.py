@@ -930,24 +930,6 @@ def test_discovery_ignores_a_file_whose_port_is_not_held_by_us(endpoint, listene
     assert client.read_endpoint(str(endpoint)) is None
 
 
-def test_discovery_ignores_a_file_others_may_write_or_own(endpoint, listener):
-    _write(endpoint, listener, mode=0o622)
-    assert client.read_endpoint(str(endpoint)) is None
-    _write(endpoint, listener)
-    os.chown(str(endpoint), 65534, -1)
-    assert client.read_endpoint(str(endpoint)) is None
-
-
-def test_discovery_ignores_a_pid_of_another_user(endpoint, listener):
-    other = subprocess.Popen(["sleep", "60"], user=65534, group=65534, extra_groups=[])
-    try:
-        _write(endpoint, listener, pid=other.pid)
-        assert client.read_endpoint(str(endpoint)) is None
-    finally:
-        other.kill()
-        other.wait()
-
-
 def test_listener_owners_reads_proc_net_tcp():
     me = os.geteuid()
     v4, v6, wild6 = socket.socket(), socket.socket(socket.AF_INET6), \

@@ -210,42 +210,6 @@ def test_password_guessing_is_slowed_per_user_and_per_address():
     assert a.authenticate(basic(user, "right"), "10.9.9.9") == user
 
 
-def test_the_em_password_is_a_login_only_when_allowed_and_never_runs_user_code(tmp_path):
-    user = _some_user()
-    import pwd
-    uid = pwd.getpwnam(user).pw_uid
-    conf = tmp_path / ".pegasus" / "service.py"
-    conf.parent.mkdir()
-    marker = tmp_path / "ran"
-    conf.write_text("USERNAME = %r\nPASSWORD = 'em-token'\nopen(%r, 'w')\n" % (user, str(marker)))
-    os.chown(str(conf), uid, -1)
-
-    class Accounts(FakePam):
-        ok = True
-
-        def account_ok(self, name):
-            return self.ok
-
-    pam_ = Accounts(set())
-    shadow = tmp_path / "shadow"
-    shadow.write_text("%s:$6$x:19000:0:99999:7:::\n" % user)
-    login = auth.EmPasswordLogin(pam_, lambda name: str(tmp_path), shadow=str(shadow))
-    a = auth.PamAuthentication(pam_, sleep=lambda s: None, fallback=login)
-    assert a.authenticate(basic(user, "em-token")) == user
-    assert not marker.exists()                            # read, never executed
-    with pytest.raises(Unauthorized):
-        a.authenticate(basic(user, "nope"))
-    pam_.ok = False                                       # expired: account management says no
-    assert not login(user, "em-token")
-    pam_.ok = True
-    shadow.write_text("%s:!$6$x:19000:0:99999:7:::\n" % user)   # usermod -L
-    assert not login(user, "em-token")
-    shadow.write_text("%s:$6$x:19000:0:99999:7:::\n" % user)
-    assert login(user, "em-token")
-    os.chown(str(conf), uid + 1, -1)                      # not the user's own file
-    assert not login(user, "em-token")
-
-
 def _some_user():
     import pwd
     for entry in pwd.getpwall():
