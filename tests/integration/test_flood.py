@@ -6,6 +6,7 @@ The servers run under `prlimit --nofile=256:256`, so a flood of 400
 connections is more than they could ever hold (today's descriptor limit is a
 thousand or so, and the attack scales with it)."""
 
+import logging
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -22,6 +24,8 @@ from service_fixtures import Service, make_certificate
 from stack import Stack
 from test_engine import example, submit, wait_state
 from test_service import set_password, PASSWORDS
+
+from pegasus_em import loops
 
 FD_LIMIT = 256
 FLOOD = 400
@@ -281,3 +285,23 @@ def test_the_engine_survives_emfile_in_its_wait(tmp_path, caplog):
     finally:
         s.close()
     assert len([r for r in caplog.records if "engine failed" in r.getMessage()]) == 3
+
+
+def test_a_failing_turn_is_logged_and_retried_with_growing_pauses(caplog):
+    stop = threading.Event()
+    calls = []
+
+    def tick():
+        calls.append(time.monotonic())
+        if len(calls) >= 6:
+            stop.set()
+        raise OSError(24, "Too many open files")
+
+    caplog.set_level(logging.ERROR, logger="pegasus_em.loops")
+    thread = loops.start("test-loop", tick, None, stop)
+    thread.join(10)
+    assert not thread.is_alive() and len(calls) == 6
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert all(gap >= 0.9 * loops.FIRST_PAUSE * 2 ** i for i, gap in enumerate(gaps)), gaps
+    failures = [r for r in caplog.records if "test-loop failed" in r.getMessage()]
+    assert len(failures) == 6 and all(r.exc_info for r in failures)

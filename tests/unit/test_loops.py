@@ -1,33 +1,12 @@
-"""The supervised loop (loops.py): a failing turn is logged and retried with growing
-pauses, stop ends a waiting loop, a thread that dies is logged.
-"""
+"""The supervised loop (loops.py): stop ends a waiting loop, a thread that dies is
+logged.  A failing turn retried with growing pauses (real ones, seconds in all):
+tests/integration/test_flood.py."""
 
 import logging
 import threading
-import time
 
 from conftest import wait_until
 from pegasus_em import loops
-
-
-def test_a_failing_turn_is_logged_and_retried_with_growing_pauses(caplog):
-    stop = threading.Event()
-    calls = []
-
-    def tick():
-        calls.append(time.monotonic())
-        if len(calls) >= 6:
-            stop.set()
-        raise OSError(24, "Too many open files")
-
-    caplog.set_level(logging.ERROR, logger="pegasus_em.loops")
-    thread = loops.start("test-loop", tick, None, stop)
-    thread.join(10)
-    assert not thread.is_alive() and len(calls) == 6
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
-    assert all(gap >= 0.9 * loops.FIRST_PAUSE * 2 ** i for i, gap in enumerate(gaps)), gaps
-    failures = [r for r in caplog.records if "test-loop failed" in r.getMessage()]
-    assert len(failures) == 6 and all(r.exc_info for r in failures)
 
 
 def test_stop_ends_a_loop_that_waits():
