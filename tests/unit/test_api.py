@@ -9,8 +9,8 @@ import urllib.parse
 
 import pytest
 
+from beyond_fixtures import move
 from conftest import unique
-from pegasus_em import store, transitions
 from pegasus_em.states import WorkflowState as W
 from wsgi_client import InProcessAPI
 
@@ -526,10 +526,7 @@ def _ended(api, ensemble, paths):
     """Submit one workflow per name and walk it to its end in the store (no engine)."""
     for name, path in paths.items():
         assert submit(api, ensemble, name)[0] == 201
-        for new in path:
-            with api.db.write() as conn:
-                w = store.get_workflow(conn, store.get_ensemble(conn, ensemble), name)
-                assert transitions.change_workflow_state(conn, w, new, api.ops.now(), "test")
+        move(api, ensemble, name, *path)
     return {n: api.request("GET", "/ensembles/%s/workflows/%s" % (ensemble, n))[2]["state"]
             for n in paths}
 
