@@ -122,7 +122,7 @@ class FakeEM:
 def fake_em():
     """One server thread per module: shutdown() waits out a poll interval each time."""
     fake = FakeEM()
-    thread = threading.Thread(target=fake.httpd.serve_forever, name="fake-em")
+    thread = threading.Thread(target=fake.httpd.serve_forever, args=(0.02,), name="fake-em")
     thread.start()
     yield fake
     fake.httpd.shutdown()
