@@ -362,6 +362,3 @@ def test_pretty_print_is_on_for_any_value(api, value, pretty):
 def test_errors_are_pretty_printed_too(api):
     reply = api.raw("/root/9", "pretty-print=true")
     assert reply.status == 404 and reply.body.decode().startswith('{\n  "code": "NOT_FOUND"')
-
-
-# --------------------------------------------------------------------------- the compiler
