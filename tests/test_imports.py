@@ -66,7 +66,7 @@ LAYERS = {
     "planout": {"errors"},
     "dagstate": {"errors", "runner"},
     # the dashboard (issue 6)
-    "pages": set(),
+    "pages": {"fmt"},
     "charts": {"pages"},
     "browse": {"errors", "owned"},
     "stampede": {"dagstate", "errors", "masterdb", "owned"},
