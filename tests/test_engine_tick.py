@@ -12,6 +12,7 @@ import types
 
 import pytest
 
+from conftest import Clock
 from pegasus_em import db as dbmod
 from pegasus_em import runner
 from pegasus_em.manager import PLAN_RESULT, RUN_RESULT, Manager, Settings
@@ -80,14 +81,6 @@ class FakeRunner:
 
     def find_by_result(self, result_path):
         return None
-
-
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 class Engine:
