@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import Daemon, wait_until
+from conftest import Clock, Daemon, wait_until
 from pegasus_em import db as dbmod
 from pegasus_em import metrics, store, transitions
 from pegasus_em.daemon import LogFile
@@ -32,14 +32,6 @@ PATHS = {"SUCCESSFUL": ("PLANNING", "QUEUED", "RUNNING", "SUCCESSFUL"),
          "FAILED": ("PLANNING", "QUEUED", "RUNNING", "FAILED"),
          "PLAN_FAILED": ("PLANNING", "PLAN_FAILED"),
          "ABORTED": ("ABORTED",), "RUNNING": ("PLANNING", "QUEUED", "RUNNING"), "READY": ()}
-
-
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 class Env:
