@@ -57,16 +57,11 @@ class Routes:
     the method is 405 with the methods allowed, any other 404, each with its message
     (`{method}` and `{path}` are filled in)."""
 
-    def __init__(self, table=(), end=r"/?\Z", missing="No such resource: {path}",
+    def __init__(self, table, end=r"/?\Z", missing="No such resource: {path}",
                  not_allowed="Method {method} not allowed on {path}"):
-        self.end = end
         self.table = [(re.compile(p + end), m) for p, m in table]
         self.missing = missing
         self.not_allowed = not_allowed
-
-    def add(self, pattern, methods):
-        """Tried after the routes before it."""
-        self.table.append((re.compile(pattern + self.end), methods))
 
     def find(self, method, path):
         allowed = set()
