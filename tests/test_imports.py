@@ -33,7 +33,7 @@ LAYERS = {
     "importer": {"store", "model", "states", "errors", "planout", "dagstate"},
     "notify": {"__init__", "loops", "store"},
     "api": {"ops", "wire", "errors", "auth", "states", "web"},
-    "httpd": {"errors", "config", "loops"},
+    "httpd": {"errors", "config", "loops", "web"},
     "loops": set(),
     "policy": {"model", "states"},
     "manager": {"ops", "store", "db", "policy", "runner", "planout", "dagstate", "errors",
@@ -57,10 +57,10 @@ LAYERS = {
     "owned": {"errors"},
     "masterdb": {"errors", "owned"},
     "apiquery": {"errors"},
-    "monitoring": {"apiquery", "errors", "masterdb", "owned"},
+    "monitoring": {"apiquery", "errors", "masterdb", "owned", "web"},
     "emproxy": {"config", "client", "errors"},
-    "userapp": {"emproxy", "errors", "monitoring", "dashboard"},
-    "switch": {"errors", "userapp", "loops"},
+    "userapp": {"emproxy", "errors", "monitoring", "dashboard", "web"},
+    "switch": {"errors", "userapp", "loops", "web"},
     "service_app": {"errors", "userapp", "assets", "web"},
     "runner": {"errors"},
     "planout": {"errors"},
@@ -71,12 +71,13 @@ LAYERS = {
     "browse": {"errors", "owned"},
     "stampede": {"dagstate", "errors", "masterdb", "owned"},
     "ensview": {"db", "store", "explain", "errors", "masterdb", "states", "owned"},
-    "wfpages": {"browse", "charts", "pages", "stampede", "errors", "masterdb"},
-    "statspages": {"charts", "pages", "errors"},
-    "feeds": {"browse", "pages", "stampede", "errors", "__init__"},
-    "empages": {"pages", "ensview", "errors", "masterdb", "states"},
+    "dashpage": {"assets", "pages", "web", "errors"},
+    "wfpages": {"browse", "charts", "pages", "stampede", "errors", "masterdb", "dashpage"},
+    "statspages": {"charts", "pages", "errors", "dashpage"},
+    "feeds": {"browse", "pages", "stampede", "errors", "__init__", "dashpage"},
+    "empages": {"pages", "ensview", "errors", "masterdb", "states", "dashpage"},
     "dashboard": {"assets", "web", "config", "ensview", "pages", "stampede", "emproxy",
-                  "empages", "errors",
+                  "empages", "errors", "dashpage",
                   "masterdb", "states", "wfpages", "statspages", "feeds"},
 }
 CLIENT_SIDE = {"client", "fmt", "cli", "__main__", "legacy", "watch"}
@@ -85,7 +86,7 @@ SERVER_SIDE = {"web", "assets", "db", "store", "ops", "api", "httpd", "daemon", 
                "explain", "metrics", "importer", "notify", "retention", "transitions",
                "masterdb", "apiquery", "owned", "monitoring", "emproxy", "userapp", "switch",
                "service_app", "pservice", "browse", "stampede", "ensview", "wfpages", "empages",
-               "dashboard", "statspages", "feeds"}
+               "dashboard", "dashpage", "statspages", "feeds"}
 LAZY_ALLOWED = {("cli", "daemon")}  # `pegasus-em server` imports the daemon inside a function
 
 
