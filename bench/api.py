@@ -236,7 +236,7 @@ def _phases(app, ops, engine, httpd, created, samples):
     for i in range(samples):
         handler, env = _timed(times["parse"], _parse, httpd, app, _raw_request("x%d" % i, auth))
         _timed(times["auth"], app.authenticate, auth)
-        _timed(times["route"], app.route, "POST", env["PATH_INFO"])
+        _timed(times["route"], app.routes.find, "POST", env["PATH_INFO"])
         form = _timed(times["form"], app.read_form, env)
         w = _timed(times["transaction"], ops.submit, "p", form["name"], form["basedir"],
                    form["plan_command"], form["priority"])

@@ -6,14 +6,12 @@ Thin by design: a route table, request parsing, one call into `ops`, and
 with a bare 500, never a traceback.
 """
 
-import functools
 import json
 import logging
-import re
 import urllib.parse
 
 from . import web, wire
-from .errors import BadRequest, EMError, MethodNotAllowed, NotFound
+from .errors import BadRequest, EMError, MethodNotAllowed
 from .states import TriggerType
 
 log = logging.getLogger(__name__)
@@ -22,18 +20,6 @@ MAX_BODY = 1 << 20
 MAX_IMPORT_BODY = 64 << 20  # POST /import carries a whole Pegasus 5.x workflow.db
 _JSON = [("Content-Type", "application/json")]
 _NAME = r"([^/]+)"
-
-
-class Request:
-    __slots__ = ("method", "path", "query", "form", "base", "user")
-
-    def __init__(self, method, path, query, form, base, user):
-        self.method = method
-        self.path = path
-        self.query = query
-        self.form = form
-        self.base = base
-        self.user = user
 
 
 class Streamed:
@@ -56,17 +42,8 @@ class Streamed:
         self.pieces.close()
 
 
-class Response:
-    __slots__ = ("status", "body", "headers")
-
-    def __init__(self, status, body, headers=None):
-        self.status = status
-        self.body = body
-        self.headers = headers or []
-
-
 def json_response(obj, status=200, headers=()):
-    return Response(status, wire.encode(obj), _JSON + list(headers))
+    return web.Response(status, _JSON + list(headers), wire.encode(obj))
 
 
 _CREATED = wire.encode(wire.message("created"))
@@ -75,13 +52,10 @@ _CREATED = wire.encode(wire.message("created"))
 def created(location, warning=None):
     """201 + Location, as 5.x; `warning` (ours) says what will not work as it is."""
     if not warning:
-        return Response(201, _CREATED, _JSON + [("Location", location)])
+        return web.Response(201, _JSON + [("Location", location)], _CREATED)
     body = wire.message("created")
     body["warning"] = warning
     return json_response(body, 201, [("Location", location)])
-
-
-status_line = functools.lru_cache(maxsize=None)(web.status_line)  # a handful of codes
 
 
 class App:
@@ -106,7 +80,7 @@ class App:
             log.exception("internal error in %s %s", environ.get("REQUEST_METHOD"),
                           environ.get("PATH_INFO"))
             response = json_response(wire.message("Internal server error"), 500)
-        start_response(status_line(response.status),
+        start_response(web.status_line(response.status),
                        response.headers + [("Content-Length", str(len(response.body)))])
         return response.body if isinstance(response.body, Streamed) else [response.body]
 
@@ -124,26 +98,12 @@ class App:
         user = self.authenticate(environ.get("HTTP_AUTHORIZATION"))
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
-        handler, args = self.route(method, path)
+        handler, args = self.routes.find(method, path)
         form = self.read_form(environ, MAX_IMPORT_BODY if path.rstrip("/") == "/import"
                               else self.max_body)
-        query = _parse_query(environ.get("QUERY_STRING", ""))
         base = self.base_url + environ.get("SCRIPT_NAME", "").rstrip("/")
-        return handler(Request(method, path, query, form, base, user), *args)
-
-    def route(self, method, path):
-        allowed = set()
-        for pattern, methods in self.routes:
-            match = pattern.match(path)
-            if match:
-                handler = methods.get(method)
-                if handler is not None:
-                    return handler, match.groups()
-                allowed.update(methods)
-        if allowed:
-            raise MethodNotAllowed("Method %s not allowed on %s" % (method, path),
-                                   sorted(allowed))
-        raise NotFound("No such resource: %s" % path)
+        return handler(web.Request(method, path, environ.get("QUERY_STRING", ""), None, base,
+                                   user, form), *args)
 
     def read_form(self, environ, max_body=None):
         body = web.read_body(environ, self.max_body if max_body is None else max_body)
@@ -181,11 +141,11 @@ class App:
               "POST": self.create_named_trigger}),
             (r"/ensembles/%s/triggers/%s/start" % (_NAME, _NAME), {"POST": self.start_trigger}),
         ]
-        return [(re.compile(p + r"/?\Z"), m) for p, m in table]
+        return web.Routes(table)
 
     def list_ensembles(self, req):
         ensembles = self.ops.list_ensembles()
-        if _flag(req.query.get("detail")):  # ours: throttles, auto-hold and counts too
+        if _flag(req.args.get("detail")):  # ours: throttles, auto-hold and counts too
             counts = self.ops.ensemble_counts()
             return json_response([wire.ensemble_detail(e, req.base, counts.get(e.id, {}))
                                   for e in ensembles])
@@ -212,14 +172,14 @@ class App:
 
     def list_workflows(self, req, ensemble):
         fields = wire.WORKFLOW_LIST_FIELDS
-        if _flag(req.query.get("detail")):  # ours: reason, run-after, time in the state
+        if _flag(req.args.get("detail")):  # ours: reason, run-after, time in the state
             fields = fields + wire.WORKFLOW_DETAIL_FIELDS
         found = self.ops.list_workflows_stream(ensemble, fields,
                                                wire.workflow_list_prefix(req.base, ensemble))
         if found is not None:
-            return Response(200, Streamed(*found), _JSON)
+            return web.Response(200, _JSON, Streamed(*found))
         rows = self.ops.list_workflow_rows(ensemble)
-        return json_response(wire.workflow_rows(rows, req.base, _flag(req.query.get("detail"))))
+        return json_response(wire.workflow_rows(rows, req.base, _flag(req.args.get("detail"))))
 
     def submit(self, req, ensemble):
         f = req.form
@@ -247,10 +207,11 @@ class App:
 
     def analyze(self, req, ensemble, workflow):
         text = self.ops.analyze(ensemble, workflow)
-        return Response(200, text.encode("utf-8"), [("Content-Type", "text/plain; charset=utf-8")])
+        return web.Response(200, [("Content-Type", "text/plain; charset=utf-8")],
+                            text.encode("utf-8"))
 
     def _events(self, req, ensemble, workflow=None):
-        q = req.query
+        q = req.args
         rows = self.ops.history(ensemble, workflow, q.get("after", 0), q.get("limit", 100),
                                 q.get("before"))
         return json_response([wire.event(r) for r in rows])
@@ -262,8 +223,8 @@ class App:
         return json_response(self.ops.why(ensemble, workflow))
 
     def metrics(self, req):
-        return Response(200, self.ops.metrics().encode("utf-8"),
-                        [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
+        return web.Response(200, [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                            self.ops.metrics().encode("utf-8"))
 
     def import_pegasus(self, req):
         f = req.form
@@ -289,7 +250,7 @@ class App:
         return json_response(wire.trigger(t, req.base, names, count))
 
     def delete_trigger(self, req, ensemble, name):
-        purge = _flag(req.query.get("purge"))
+        purge = _flag(req.args.get("purge"))
         return json_response(wire.message(self.ops.stop_trigger(ensemble, name, purge)), 202)
 
     def start_trigger(self, req, ensemble, name):
@@ -362,12 +323,6 @@ def _unquote(text):
 
 def _flag(value):
     return str(value or "").lower() in ("1", "true", "yes")
-
-
-def _parse_query(text):
-    if not text:
-        return {}
-    return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
 
 
 def _seconds(value):

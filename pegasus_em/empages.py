@@ -2,11 +2,12 @@
 counts, an ensemble's workflows in queue order with why each waits, a
 workflow's history and analysis, and triggers, each with its action forms.
 
-A mixin of `dashboard.Dashboard`; the forms post back to the page's own URL,
-where `Dashboard.act` sends them to the user's daemon.
+The forms post back to the page's own URL, where `dashboard.Dashboard.act`
+sends them to the user's daemon.
 """
 
 from . import pages
+from .dashpage import View
 from .ensview import EMSchemaProblem
 from .errors import EMError
 from .masterdb import Unavailable
@@ -28,6 +29,15 @@ ABORTABLE = (W.READY, W.QUEUED, W.PLANNING, W.RUNNING)
 
 
 class EnsemblePages:
+    """`ensembles`: an ensview.Ensembles; `workflows`: a stampede.Workflows (links to a
+    run's pages); `em`: an EMProxy (is the daemon running, analyze); `csrf(req)`: a
+    form token, or None where the viewer may not act."""
+
+    def __init__(self, ensembles, workflows, em, csrf):
+        self.ensembles = ensembles
+        self.workflows = workflows
+        self.em = em
+        self.csrf = csrf
 
     @staticmethod
     def _em_problem(e):
@@ -70,8 +80,8 @@ class EnsemblePages:
         if rows or not problem:
             body.append(table(_ENSEMBLE_COLUMNS, rows, empty="No ensembles."))
         busy = any(_busy(r) for r in rows)
-        return self.view("Ensembles", data, pages.join(body), section="ensembles",
-                         refresh=REFRESH if busy and running is not False else None)
+        return View("Ensembles", data, pages.join(body), section="ensembles",
+                    refresh=REFRESH if busy and running is not False else None)
 
     def ensemble_page(self, req, name):
         offset = req.int_arg("offset")
@@ -96,9 +106,9 @@ class EnsemblePages:
                 section("Workflows, in queue order", queue + pager),
                 section("Triggers", table(self._trigger_columns(token), info["triggers"],
                                           empty="No triggers."))]
-        return self.view(name, info, pages.join(body), section="ensembles",
-                         crumbs=[("Ensembles", req.url("ensembles"), False), (name, None, True)],
-                         refresh=REFRESH if _busy(e) and running is not False else None)
+        return View(name, info, pages.join(body), section="ensembles",
+                    crumbs=[("Ensembles", req.url("ensembles"), False), (name, None, True)],
+                    refresh=REFRESH if _busy(e) and running is not False else None)
 
     @staticmethod
     def _queue_columns(token):
@@ -152,9 +162,9 @@ class EnsemblePages:
                        % link(info["analyze_href"], "Analyze (log and pegasus-analyzer)")),
                 section("History", table(_EVENT_COLUMNS, info["events"], empty="No events."))]
         live = wf["state"] in W.ACTIVE
-        return self.view("%s.%s" % (ensemble, name), info, pages.join(body), section="ensembles",
-                         crumbs=_crumbs(req, ensemble, (name, None, True)),
-                         refresh=REFRESH if live and running is not False else None)
+        return View("%s.%s" % (ensemble, name), info, pages.join(body), section="ensembles",
+                    crumbs=_crumbs(req, ensemble, (name, None, True)),
+                    refresh=REFRESH if live and running is not False else None)
 
     def _master_link(self, req, wf_uuid):
         if not wf_uuid:
@@ -178,11 +188,11 @@ class EnsemblePages:
             text, problem = None, e.message
         data = {"text": text, "notice": problem}
         parts = [notice(problem, "warn") if problem else pages.pre(text)]
-        return self.view("Analysis of %s.%s" % (ensemble, name), data, pages.join(parts),
-                         section="ensembles",
-                         crumbs=_crumbs(req, ensemble, (name, req.url("ensembles", ensemble,
-                                                                      "workflows", name), False),
-                                        ("Analyze", None, True)))
+        return View("Analysis of %s.%s" % (ensemble, name), data, pages.join(parts),
+                    section="ensembles",
+                    crumbs=_crumbs(req, ensemble, (name, req.url("ensembles", ensemble,
+                                                                 "workflows", name), False),
+                                   ("Analyze", None, True)))
 
     def trigger_page(self, req, ensemble, name):
         info = self.ensembles.trigger(req.home, ensemble, name)
@@ -210,9 +220,9 @@ class EnsemblePages:
         body = [down, dl(facts), trigger_form(href, token) if live else Markup(""),
                 section("Workflows it submitted (%d)" % t["workflow_count"], submitted),
                 section("History", table(_EVENT_COLUMNS, info["events"], empty="No events."))]
-        return self.view("Trigger %s" % name, info, pages.join(body), section="ensembles",
-                         crumbs=_crumbs(req, ensemble, (name, None, True)),
-                         refresh=REFRESH if live and running is not False else None)
+        return View("Trigger %s" % name, info, pages.join(body), section="ensembles",
+                    crumbs=_crumbs(req, ensemble, (name, None, True)),
+                    refresh=REFRESH if live and running is not False else None)
 
 
 def _failing(t):

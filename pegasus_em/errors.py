@@ -26,23 +26,9 @@ class EMError(Exception):
         self.message = message
 
 
-class BadRequest(EMError):
-    status = 400
-
-
-class Unauthorized(EMError):
-    status = 401
-
-
-class Forbidden(EMError):
-    status = 403
-
-
-class NotFound(EMError):
-    status = 404
-
-
 class MethodNotAllowed(EMError):
+    """The path exists; `allowed` lists its methods for the Allow header."""
+
     status = 405
 
     def __init__(self, message, allowed=()):
@@ -50,20 +36,19 @@ class MethodNotAllowed(EMError):
         self.allowed = tuple(allowed)
 
 
-class Conflict(EMError):
-    status = 409
+def _answered_with(status, name, doc):
+    return type(name, (EMError,), {"status": status, "__doc__": doc, "__module__": __name__})
 
 
-class LengthRequired(EMError):
-    status = 411
-
-
-class TooLarge(EMError):
-    status = 413
-
-
-class UnsupportedMediaType(EMError):
-    status = 415
+# The plain ones: an HTTP status and when it is raised.
+BadRequest = _answered_with(400, "BadRequest", "A value the request carries is missing or invalid.")
+Unauthorized = _answered_with(401, "Unauthorized", "No credentials or wrong ones.")
+Forbidden = _answered_with(403, "Forbidden", "The user is known but may not do this.")
+NotFound = _answered_with(404, "NotFound", "No such ensemble, workflow, trigger or page.")
+Conflict = _answered_with(409, "Conflict", "The act does not fit the current state.")
+LengthRequired = _answered_with(411, "LengthRequired", "A chunked request body.")
+TooLarge = _answered_with(413, "TooLarge", "A request body or a page above its cap.")
+UnsupportedMediaType = _answered_with(415, "UnsupportedMediaType", "Neither form nor JSON.")
 
 
 class TooManyRequests(EMError):

@@ -3,7 +3,6 @@ scrapers made for Pegasus keep working: its JSON feeds answered with 5.x's shape
 (the DataTables lists, `files/`'s `dirs`/`files`, the chart and statistics
 feeds), and its HTML-only pages sent to ours, keeping the query.
 
-A mixin of `dashboard.Dashboard` (with `wfpages.WorkflowPages` for the context).
 A feed that 5.x answered with HTML to a browser and with data to its own
 scripts (`sw/`, `i/successful`, `i/failed`) decides the same way: a browser
 navigating there (Accept: text/html, no X-Requested-With) is redirected to our
@@ -14,6 +13,7 @@ leaves HTML in a value (a job name wrapped in a link) we give the plain text.
 import time
 
 from . import __version__, browse, pages, stampede
+from .dashpage import View, json_response, redirect
 from .errors import BadRequest
 
 # 5.x's workflow-list states and time filters (queries.py)
@@ -86,6 +86,12 @@ def _f(value):
 
 
 class PegasusFeeds:
+    """`workflows`: a stampede.Workflows; `wf`: the wfpages.WorkflowPages whose
+    context, links and pages the feeds share or send a browser to."""
+
+    def __init__(self, workflows, wf):
+        self.workflows = workflows
+        self.wf = wf
 
     # ---- the workflow list ----------------------------------------------------------
 
@@ -96,7 +102,7 @@ class PegasusFeeds:
                  "state": STATES_5X[r["state"]], "reason": r["reason"],
                  "archived": bool(r.get("archived")), "submit_hostname": r["submit_hostname"],
                  "submit_dir": r["submit_dir"], "timestamp": _f(r["timestamp"])}
-                for r in self._root_rows(req, "", None)[0] if r["wf_id"] is not None]
+                for r in self.wf.root_rows(req, "", None)[0] if r["wf_id"] is not None]
         total = len(rows)
         window = req.args.get("time_filter")
         if window in TIME_FILTERS:
@@ -106,31 +112,27 @@ class PegasusFeeds:
             needle = table.search.casefold()
             rows = [r for r in rows if any(needle in str(r[k] or "").casefold() for k in (
                 "dax_label", "submit_hostname", "submit_dir", "state"))]
-        return self.feed(table.reply(rows, total, "timestamp"))
-
-    def navigating(self, req):
-        """A browser loading a page (not a script, not 5.x's own XMLHttpRequests)."""
-        return not req.xhr and "text/html" in req.headers.get("accept", "")
+        return json_response(table.reply(rows, total, "timestamp"))
 
     # ---- one workflow's tabs -------------------------------------------------------
 
     def root_w(self, req, m):
         """`r/<root>/w[?wf_uuid=…]`: the root workflow, or the one with that UUID."""
-        return self.workflow_details(req, m, req.args.get("wf_uuid") or None)
+        return self.wf.workflow_details(req, m, req.args.get("wf_uuid") or None)
 
     def sub_workflow_feed(self, req, m, w):
-        ctx = self.context(req, m, w)
-        if self.navigating(req):
-            return self.redirect(req, self.wf_url(req, ctx, tab="sub"))
+        ctx = self.wf.context(req, m, w)
+        if req.navigating():
+            return redirect(self.wf.wf_url(req, ctx, tab="sub"))
         rows = [{"root_wf_id": s.get("root_wf_id", ctx.root_id), "wf_id": s["wf_id"],
                  "wf_uuid": s["wf_uuid"], "dax_label": s["dax_label"],
                  "state": STATES_5X[s["state"]]}
                 for s in self.workflows.sub_workflows(ctx.db, ctx.wf["wf_id"])]
-        return self.feed(Table(req, ("dax_label", "state")).reply(rows, len(rows), "wf_id",
-                                                                  False))
+        return json_response(Table(req, ("dax_label", "state")).reply(rows, len(rows), "wf_id",
+                                                                      False))
 
     def job_feed(self, req, m, w, kind):
-        ctx = self.context(req, m, w)
+        ctx = self.wf.context(req, m, w)
         columns = JOB_SORTS[kind]
         table = Table(req, columns)
         rows = []
@@ -147,17 +149,17 @@ class PegasusFeeds:
         if table.search:
             rows = [r for r in rows if any(table.search.casefold() in str(r.get(k)).casefold()
                                            for k in columns if k != "duration")]
-        return self.feed(table.reply(rows, total, "exec_job_id"))
+        return json_response(table.reply(rows, total, "exec_job_id"))
 
     # ---- jobs and invocations ------------------------------------------------------
 
     def invocation_feed(self, req, m, w, job_id, ji, outcome):
-        ctx = self.context(req, m, w)
+        ctx = self.wf.context(req, m, w)
         job = self.workflows.job(ctx.db, ctx.wf["wf_id"], int(job_id))
         self.workflows.instance(ctx.db, int(job_id), int(ji))
-        if self.navigating(req):
-            return self.redirect(req, self.wf_url(req, ctx, "j", job_id, "ji", ji) +
-                                 "#invocations")
+        if req.navigating():
+            return redirect(self.wf.wf_url(req, ctx, "j", job_id, "ji", ji) +
+                            "#invocations")
         ok = outcome == "successful"
         rows = [{"exec_job_id": job["exec_job_id"], "invocation_id": i["invocation_id"],
                  "abs_task_id": i["abs_task_id"], "exitcode": i["exitcode"],
@@ -166,28 +168,28 @@ class PegasusFeeds:
                 for i in self.workflows.invocations(ctx.db, ctx.wf["wf_id"], int(ji))
                 if (i["exitcode"] == 0) == ok and (i["abs_task_id"] is not None or
                                                     i["task_submit_seq"] == 1)]
-        return self.feed(Table(req, ("invocation_id",)).reply(rows, len(rows), "invocation_id",
-                                                              False))
+        return json_response(Table(req, ("invocation_id",)).reply(rows, len(rows), "invocation_id",
+                                                                  False))
 
     def first_invocation(self, req, m, w, job_id, ji):
         """`.../ji/<ji>/i/`: the instance's first task, as 5.x shows it."""
-        return self.invocation_details(req, m, w, job_id, ji, None)
+        return self.wf.invocation_details(req, m, w, job_id, ji, None)
 
     # ---- charts and statistics -----------------------------------------------------
 
     def chart_feed(self, req, m, w, which):
-        ctx = self.context(req, m, w)
+        ctx = self.wf.context(req, m, w)
         wf_id = ctx.wf["wf_id"]
         if which == "time_chart":
-            return self.feed([{"date_format": b, "count": {"job": j, "invocation": i},
-                               "total_runtime": {"job": jt, "invocation": it}}
-                              for b, j, jt, i, it in self.workflows.time_chart(
-                                  ctx.db, self.workflows.tree(ctx.db, wf_id))])
+            return json_response([{"date_format": b, "count": {"job": j, "invocation": i},
+                                   "total_runtime": {"job": jt, "invocation": it}}
+                                  for b, j, jt, i, it in self.workflows.time_chart(
+                                      ctx.db, self.workflows.tree(ctx.db, wf_id))])
         rows, _ = self.workflows.job_stats(ctx.db, wf_id, None)
-        return self.feed([{k: r[k] for k in _GANTT} for r in rows])
+        return json_response([{k: r[k] for k in _GANTT} for r in rows])
 
     def statistics_feed(self, req, m, w, which):
-        ctx = self.context(req, m, w)
+        ctx = self.wf.context(req, m, w)
         wf_id, db = ctx.wf["wf_id"], ctx.db
         everything = self.workflows.tree(db, ctx.root_id)
         if which == "summary":
@@ -208,7 +210,7 @@ class PegasusFeeds:
                     "all": self.workflows.integrity(db, everything)}
         else:
             data = {}
-        return self.feed(data)
+        return json_response(data)
 
     # ---- the file browser ------------------------------------------------------------
 
@@ -217,12 +219,12 @@ class PegasusFeeds:
         query = {k: v for k, v in req.args.items() if k != "init_file"}
         names = browse.split(req.args.get("init_file") or "")  # no ../ even in a redirect
         base = req.url("r", m, "w", w, "files", *names)
-        return self.redirect(req, base + ("" if names else "/"), **query)
+        return redirect(base + ("" if names else "/"), query)
 
     def file_view(self, req, m, w, rest):
         """5.x's `file/<path>`: the file itself (sandboxed, never run as a page)."""
         req.args["raw"] = "inline"
-        return self.files(req, m, w, rest)
+        return self.wf.files(req, m, w, rest)
 
     # ---- the info page ---------------------------------------------------------------
 
@@ -236,7 +238,7 @@ class PegasusFeeds:
                          ("Ensembles", pages.link(data["ensembles"], "ensembles")),
                          ("Monitoring API", pages.Markup("<code>%s</code>"
                                                          % pages.escape(data["api"])))])
-        return self.view("About this dashboard", data, body)
+        return View("About this dashboard", data, body)
 
 
 _GANTT = ("job_id", "job_instance_id", "job_submit_seq", "exec_job_id", "transformation", "jobS",

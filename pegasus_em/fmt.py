@@ -23,15 +23,21 @@ def to_json(reply):
     return json.dumps(reply, indent=2, sort_keys=True)
 
 
+def local_time(ts):
+    """Epoch seconds in local time with its zone, as 5.x prints them; None if `ts` is
+    not a time."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(ts)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
 def when(ts):
-    """Epoch seconds as 5.x shows them (local time with zone); "" when unknown."""
+    """Epoch seconds as 5.x shows them; "" when unknown."""
     if ts is None or ts == "":
         return ""
-    try:
-        seconds = float(ts)
-    except (TypeError, ValueError):
-        return str(ts)  # a server that already formats its times
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(seconds))
+    text = local_time(ts)
+    return str(ts) if text is None else text  # a server that already formats its times
 
 
 def duration(seconds):

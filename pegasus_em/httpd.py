@@ -36,7 +36,6 @@ Floods.  A local user may slow a neighbour's server, never stop it:
 import collections
 import email.utils
 import errno
-import http
 import http.server
 import io
 import json
@@ -53,7 +52,7 @@ import threading
 import time
 import urllib.parse
 
-from . import loops
+from . import loops, web
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -408,7 +407,7 @@ class Handler(socketserver.StreamRequestHandler):
         """Protocol errors, answered in JSON like every other error."""
         self.close_connection = True
         body = json.dumps({"message": message}).encode("utf-8")
-        self._send("%d %s" % (code, http.HTTPStatus(code).phrase),
+        self._send(web.status_line(code),
                    [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
                    body)
 

@@ -59,6 +59,48 @@ def start(name, tick, wait, stop, logger=None, first_wait=None, first_pause=FIRS
                  max_pause)
 
 
+class Loop:
+    """Base of a supervised loop in a thread of its own that sleeps until `wake()` (from
+    any thread) or due.  A subclass defines `tick()`: one turn, -> seconds until due,
+    counted from when the turn began.  Turns begin at least `gap` seconds apart, so a
+    burst of wakes costs one turn."""
+
+    def __init__(self, name, logger=None, gap=0.0):
+        self.stopping = threading.Event()
+        self._name, self._logger, self._gap = name, logger, gap
+        self._wake = threading.Event()
+        self._thread = None
+
+    def wake(self):
+        self._wake.set()
+
+    def start(self):
+        self._thread = start(self._name, self._turn, self._sleep, self.stopping, self._logger)
+
+    def stop(self, timeout=10):
+        self.stopping.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def tick(self):
+        raise NotImplementedError
+
+    def _turn(self):
+        started = time.monotonic()
+        self._wake.clear()  # before the tick, so no wake is lost
+        return started, self.tick()
+
+    def _sleep(self, turn):
+        started, wait = turn
+        self._wake.wait(max(0.0, wait - (time.monotonic() - started)))
+        coalesce(self.stopping, started, self._gap)
+
+
 def coalesce(stop, started, gap):
     """Sleep what is left of `gap` seconds since `started` (monotonic), so a burst of
     wake-ups costs one turn per gap; returns at once when `stop` is set."""

@@ -72,12 +72,14 @@ class Tracked:
 
 class Manager:
     def __init__(self, db, ensembles_dir, settings=None, clock=time.time,
-                 monotonic=time.monotonic):
+                 monotonic=time.monotonic, runner=runner):
         self.db = db
         self.ensembles_dir = ensembles_dir
         self.settings = settings or Settings()
         self.clock = clock
         self.monotonic = monotonic
+        self.runner = runner              # starts, watches and stops processes (a fake in tests)
+        self._turn_now = None             # the wall clock of a turn ticked with `now`
         self.tracked = {}
         self.notify_wake = lambda: None   # the notification sender, woken when a workflow ends
         self._next_deferred = None        # the earliest run-after time ahead (wall clock)
@@ -114,6 +116,10 @@ class Manager:
         self._chore_threads = [loops.start("engine-chores", self._chore, None, self._stop, log)
                                for _ in range(CHORE_WORKERS)]
         self._thread = loops.start("engine", self._timed_tick, self._sleep, self._stop, log)
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout=10):
         self._stop.set()
@@ -165,9 +171,17 @@ class Manager:
 
     # ---- one turn ----------------------------------------------------------
 
-    def tick(self):
-        """Handle every busy workflow, then fill free slots; -> seconds until due again."""
-        runner.reap()
+    def tick(self, now=None):
+        """Handle every busy workflow, then fill free slots; -> seconds until due again.
+        `now`, if given, is the wall clock of the whole turn (else read at each step)."""
+        self._turn_now = now
+        try:
+            return self._turn()
+        finally:
+            self._turn_now = None
+
+    def _turn(self):
+        self.runner.reap()
         with self.db.read() as conn:
             rows = {r.id: r for r in store.busy_rows(conn)}
         for wf_id in list(self.tracked):
@@ -210,7 +224,7 @@ class Manager:
         due = [t.next_look for t in self.tracked.values() if t.next_look is not None]
         wait = min(due) - now if due else self.settings.interval
         if self._next_deferred is not None:
-            wait = min(wait, self._next_deferred - self.clock())
+            wait = min(wait, self._next_deferred - self._wall())
         return max(0.0, min(wait, self.settings.interval))
 
     # ---- planning ----------------------------------------------------------
@@ -218,18 +232,18 @@ class Manager:
     def _planning(self, t):
         row = t.row
         result_path = self._path(row, PLAN_RESULT)
-        rc = runner.read_result(result_path)
+        rc = self.runner.read_result(result_path)
         if rc is not None:
             return self._planned(t, rc)
         if row.plan_pid is None and not self._adopt(t, result_path, "plan"):
-            if runner.read_result(result_path) is None:
+            if self.runner.read_result(result_path) is None:
                 # The daemon stopped between claiming and spawning: nothing ran yet.
                 return self._move(row, W.READY, "planner was never started; planning again")
             return None
         row = t.row
-        if runner.is_alive(row.plan_pid, row.plan_start):
+        if self.runner.is_alive(row.plan_pid, row.plan_start):
             return self._watch_planner(t)
-        if runner.read_result(result_path) is None:
+        if self.runner.read_result(result_path) is None:
             if row.abort_requested:
                 return self._move(row, W.ABORTED, "aborted while planning")
             return self._move(row, W.PLAN_FAILED, "planner (pid %d) vanished without an exit "
@@ -241,11 +255,11 @@ class Manager:
         self._ensure_fd(t, row.plan_pid, row.plan_start)
         limit = self.settings.plan_timeout
         if t.kill is None and (row.abort_requested or
-                               (limit and self.clock() - (row.plan_began or 0) > limit)):
+                               (limit and self._wall() - (row.plan_began or 0) > limit)):
             t.timed_out = not row.abort_requested
             log.info("%s.%s: stopping planner pid %d (%s)", row.ensemble, row.name,
                      row.plan_pid, "abort" if row.abort_requested else "timeout")
-            t.kill = runner.kill_group(row.plan_pid, row.plan_start)
+            t.kill = self.runner.kill_group(row.plan_pid, row.plan_start)
         if t.kill is not None:
             t.kill.poll()
             t.next_look = self.monotonic() + 0.5
@@ -273,16 +287,16 @@ class Manager:
     def _submitting(self, t):
         row = t.row
         result_path = self._path(row, RUN_RESULT)
-        rc = runner.read_result(result_path)
+        rc = self.runner.read_result(result_path)
         if rc is None and row.run_pid is None and not self._adopt(t, result_path, "run"):
-            if runner.read_result(result_path) is None:
+            if self.runner.read_result(result_path) is None:
                 return self._spawn_run(t)  # intent recorded, but pegasus-run never started
             return None
         if rc is None:
             row = t.row
-            if runner.is_alive(row.run_pid, row.run_start):
+            if self.runner.is_alive(row.run_pid, row.run_start):
                 return self._ensure_fd(t, row.run_pid, row.run_start)
-            if runner.read_result(result_path) is None:
+            if self.runner.read_result(result_path) is None:
                 return self._move(row, W.RUN_FAILED, "pegasus-run (pid %d) vanished without an "
                                   "exit status" % row.run_pid)
             return None
@@ -307,14 +321,10 @@ class Manager:
 
     def _spawn_run(self, t):
         row = t.row
-        command = "pegasus-run %s" % shlex.quote(row.submitdir)
-        try:
-            spawned = runner.spawn(command, row.submitdir, self._path(row, ".log"),
-                                   self._path(row, RUN_RESULT), self.settings.env)
-        except EMError as e:
-            return self._move(row, W.RUN_FAILED, e.message)
-        self._record(row, run_pid=spawned.pid, run_start=spawned.start_time)
-        return self._ensure_fd(t, spawned.pid, spawned.start_time)
+        error = self._spawn(t, "pegasus-run %s" % shlex.quote(row.submitdir), row.submitdir,
+                            RUN_RESULT, "run")
+        if error is not None:
+            self._move(row, W.RUN_FAILED, error.message)
 
     # ---- following DAGMan --------------------------------------------------
 
@@ -329,7 +339,7 @@ class Manager:
         self._hold_or_release(t)
         if t.next_look is not None and self.monotonic() < t.next_look:
             return None
-        status = t.watch.poll(self.clock())
+        status = t.watch.poll(self._wall())
         if status.state in dagstate.TERMINAL:
             return self._finished(t, status)
         self._after_look(t, status)
@@ -360,7 +370,7 @@ class Manager:
         t.next_look = self.monotonic() + t.delay
         pid = status.dagman_pid
         if pid and t.fd_pid != pid and t.watch.local:
-            start = runner.process_start_time(pid)
+            start = self.runner.process_start_time(pid)
             if start is not None:
                 self._ensure_fd(t, pid, start)
 
@@ -375,21 +385,16 @@ class Manager:
 
     def _spawn_remove(self, t):
         row = t.row
-        command = "pegasus-remove %s" % shlex.quote(row.submitdir)
-        try:
-            spawned = runner.spawn(command, row.submitdir, self._path(row, ".log"),
-                                   self._path(row, REMOVE_RESULT), self.settings.env)
-        except EMError as e:
-            log.warning("%s.%s: %s", row.ensemble, row.name, e.message)
+        error = self._spawn(t, "pegasus-remove %s" % shlex.quote(row.submitdir), row.submitdir,
+                            REMOVE_RESULT, "run", run_phase=REMOVE)
+        if error is not None:
+            log.warning("%s.%s: %s", row.ensemble, row.name, error.message)
             t.retry_remove_at = self.monotonic() + self.settings.interval
-            return
-        self._record(row, run_phase=REMOVE, run_pid=spawned.pid, run_start=spawned.start_time)
-        self._ensure_fd(t, spawned.pid, spawned.start_time)
 
     def _removing(self, t):
         row = t.row
-        rc = runner.read_result(self._path(row, REMOVE_RESULT))
-        alive = row.run_pid is not None and runner.is_alive(row.run_pid, row.run_start)
+        rc = self.runner.read_result(self._path(row, REMOVE_RESULT))
+        alive = row.run_pid is not None and self.runner.is_alive(row.run_pid, row.run_start)
         if rc is None and alive:
             return
         if rc not in (0, None):
@@ -421,7 +426,7 @@ class Manager:
         """On a chore thread: run the command, record the outcome, wake the engine."""
         verb = "condor_hold" if want else "condor_release"
         try:
-            result = runner.run([verb, dagman_id], log_path=self._path(row, ".log"),
+            result = self.runner.run([verb, dagman_id], log_path=self._path(row, ".log"),
                                 env=self.settings.env, timeout=60)
             if result.rc == 0 or not want:
                 self._hold_after.pop(row.id, None)
@@ -487,14 +492,9 @@ class Manager:
         if row is None:
             return
         t = self.tracked[row.id] = Tracked(row)
-        try:
-            spawned = runner.spawn(row.plan_command, row.basedir, self._path(row, ".log"),
-                                   self._path(row, PLAN_RESULT), self.settings.env)
-        except EMError as e:
-            self._move(row, W.PLAN_FAILED, e.message)
-            return
-        self._record(row, plan_pid=spawned.pid, plan_start=spawned.start_time)
-        self._ensure_fd(t, spawned.pid, spawned.start_time)
+        error = self._spawn(t, row.plan_command, row.basedir, PLAN_RESULT, "plan")
+        if error is not None:
+            self._move(row, W.PLAN_FAILED, error.message)
 
     def _claim_run(self, wf_id):
         with self.db.read() as conn:
@@ -519,8 +519,11 @@ class Manager:
 
     # ---- helpers -----------------------------------------------------------
 
+    def _wall(self):
+        return self.clock() if self._turn_now is None else self._turn_now
+
     def now(self):
-        return timestamp(self.clock())
+        return timestamp(self._wall())
 
     def _path(self, row, suffix):
         return os.path.join(self.ensembles_dir, row.ensemble, row.name + suffix)
@@ -547,21 +550,31 @@ class Manager:
 
     def _adopt(self, t, result_path, what):
         """After a crash: find the process we may have started before recording its pid."""
-        found = runner.find_by_result(result_path)
+        found = self.runner.find_by_result(result_path)
         if found is None:
             return False
-        if what == "plan":
-            self._record(t.row, plan_pid=found.pid, plan_start=found.start_time)
-        else:
-            self._record(t.row, run_pid=found.pid, run_start=found.start_time)
+        self._record(t.row, **_pid_fields(what, found))
         return True
+
+    def _spawn(self, t, command, cwd, result, what, **fields):
+        """Start `command` detached, then record its pid as the `what` ("plan" or "run")
+        process, with `fields`; -> None, or the EMError if it could not start."""
+        row = t.row
+        try:
+            spawned = self.runner.spawn(command, cwd, self._path(row, ".log"),
+                                        self._path(row, result), self.settings.env)
+        except EMError as e:
+            return e
+        self._record(row, **_pid_fields(what, spawned), **fields)
+        self._ensure_fd(t, spawned.pid, spawned.start_time)
+        return None
 
     def _ensure_fd(self, t, pid, start):
         if t.fd_pid == pid:
             return
         if t.fd is not None:
             os.close(t.fd)
-        t.fd = runner.pidfd(pid, start)
+        t.fd = self.runner.pidfd(pid, start)
         t.fd_pid = pid if t.fd is not None else None
         if t.fd is None:  # no pidfd: poll instead
             t.next_look = self.monotonic() + min(t.delay, self.settings.interval)
@@ -587,6 +600,10 @@ class Manager:
     def _log_tail(self, row):
         path = self._path(row, ".log")
         return self._log_since(row, max(0, _size(path) - LOG_TAIL))
+
+
+def _pid_fields(what, spawned):
+    return {what + "_pid": spawned.pid, what + "_start": spawned.start_time}
 
 
 def _unlink(path):

@@ -16,11 +16,11 @@ data it reads, or with that user's filesystem identity (owned.py).
 import collections
 import json
 import os
-import re
 import sqlite3
 import threading
 from functools import partial
 
+from . import web
 from .apiquery import Collection, Paging, json_object, table_fields, table_object
 from .errors import EMError, NotFound
 from .masterdb import MASTER_DB, Connections, Unavailable, stampede_path
@@ -106,7 +106,8 @@ class Monitoring:
             (w + "/invocation", partial(self.rows, "invocation")),
             (w + "/invocation/%s" % _NUM, partial(self.row, "invocation")),
         ]
-        self.routes = [(re.compile(p + r"/?\Z"), h) for p, h in table]
+        self.routes = web.Routes([(p, {"GET": h}) for p, h in table],
+                                 missing="No such resource: /api/v1/user/<user>{path}")
 
     def handle(self, home, rest, args):
         """The answer, from this thread's cache while no database it read has changed
@@ -119,17 +120,14 @@ class Monitoring:
         if hit is not None and self._fresh(hit[0]):
             cache.move_to_end(key)
             return hit[1]
-        for pattern, handler in self.routes:
-            match = pattern.match(rest)
-            if match:
-                ctx = Context(self.conns, master, args, owner)
-                result = self._run(handler, ctx, match.groups())
-                if result.text is None or len(result.text) <= CACHE_MAX_TEXT:
-                    cache[key] = (ctx.read, result)
-                    while len(cache) > CACHE_ENTRIES:
-                        cache.popitem(last=False)
-                return result
-        raise NotFound("No such resource: /api/v1/user/<user>%s" % rest)
+        handler, groups = self.routes.find("GET", rest)  # userapp lets HEAD in too
+        ctx = Context(self.conns, master, args, owner)
+        result = self._run(handler, ctx, groups)
+        if result.text is None or len(result.text) <= CACHE_MAX_TEXT:
+            cache[key] = (ctx.read, result)
+            while len(cache) > CACHE_ENTRIES:
+                cache.popitem(last=False)
+        return result
 
     def _fresh(self, read):
         for path, owner, handle, version in read:

@@ -18,7 +18,6 @@ import os
 import pwd
 import smtplib
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -70,7 +69,7 @@ def body(event):
     return "\n".join(lines) + "\n"
 
 
-class Notifier:
+class Notifier(loops.Loop):
     """The sender thread; `tick(now)` delivers what is due and says when to look again."""
 
     def __init__(self, db, smtp_host="localhost", smtp_port=25, sender=None, clock=time.time,
@@ -83,26 +82,7 @@ class Notifier:
         self.backoff = backoff
         self.max_attempts = max_attempts
         self.timeout = timeout
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = None
-
-    def wake(self):
-        self._wake.set()
-
-    def start(self):
-        self._thread = loops.start("notify", self._clear_and_tick, self._wake.wait, self._stop,
-                                   log)
-
-    def stop(self, timeout=10):
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout)
-
-    def _clear_and_tick(self):
-        self._wake.clear()  # before the tick, so no wake is lost
-        return self.tick()
+        super().__init__("notify", log)
 
     def tick(self, now=None):
         """Deliver every due notification; -> seconds until the next is due."""
@@ -110,12 +90,12 @@ class Notifier:
         with self.db.read() as conn:
             due = store.due_notifications(conn, now)
         for row in due:
-            if self._stop.is_set():
+            if self.stopping.is_set():
                 break
             self._deliver(row)
         with self.db.read() as conn:
             next_try = store.next_notification_time(conn)
-        return MAX_WAIT if next_try is None else max(0.0, min(MAX_WAIT, next_try - self.clock()))
+        return MAX_WAIT if next_try is None else max(0.0, min(MAX_WAIT, next_try - now))
 
     def _deliver(self, row):
         outbox_id, channel, target, kind, payload, attempts = row

@@ -10,8 +10,9 @@ handlers: the Content-Security-Policy forbids them.
 import html
 import re
 import string
-import time
 import urllib.parse
+
+from . import fmt
 
 _special = re.compile(r"[&<>\"']").search
 
@@ -238,9 +239,8 @@ def when(ts):
     before the time zone."""
     if ts is None or ts == "":
         return "-"
-    try:
-        text = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(ts)))
-    except (TypeError, ValueError, OverflowError, OSError):
+    text = fmt.local_time(ts)
+    if text is None:
         return str(ts)
     stamp, _, zone = text.rpartition(" ")
     return stamp + "\u00a0" + zone if zone else stamp

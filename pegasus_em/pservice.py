@@ -11,6 +11,7 @@ starts any thread).  Requests for a user run in that user's worker process
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import pwd
@@ -139,15 +140,17 @@ def warn_about(settings):
         log.info("EM_PASSWORD_LOGIN: users may also sign in with their pegasus-em PASSWORD")
 
 
+@dataclasses.dataclass
 class Service:
-    def __init__(self, settings, sock, creds, ctx, pam_lib, url):
-        self.settings = settings
-        self.sock = sock
-        self.creds = creds
-        self.ctx = ctx
-        self.pam_lib = pam_lib
-        self.url = url
-        self.stop = threading.Event()
+    """What `prepare` readied before any fork or thread, and `stop`, set to end `serve`."""
+
+    settings: "Settings"
+    sock: socket.socket
+    creds: "tls.Credentials"
+    ctx: "ssl.SSLContext"
+    pam_lib: object  # pam.load()'s library, or None without PAM
+    url: str
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     @classmethod
     def prepare(cls, cfg, host=None, port=None):

@@ -28,12 +28,11 @@ import re
 from . import assets, web
 from .errors import (BadRequest, EMError, Forbidden, MethodNotAllowed, NotFound, TooManyRequests,
                      Unauthorized)
-from .userapp import Call, Reply, error_reply, json_reply, passwd
+from .userapp import error_reply, json_reply, passwd
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
-_DROPPED_HEADERS = ("HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION", "HTTP_COOKIE")
 _READ_METHODS = ("GET", "HEAD")
 
 # Paths that name whose data they are about; anything else is 404.
@@ -140,7 +139,7 @@ class ServiceApp:
         if static and environ["REQUEST_METHOD"] in _READ_METHODS:
             found = assets.serve(static.group(1), environ.get("HTTP_IF_NONE_MATCH"))
             if found is not None:
-                return Reply(*found)
+                return web.Response(*found)
         remote = environ.get("REMOTE_ADDR")
         me = self.auth.authenticate(environ.get("HTTP_AUTHORIZATION"), remote)
         url_user = _url_user(path)
@@ -149,17 +148,18 @@ class ServiceApp:
         if path == "/":
             if _is_root(me):
                 raise Forbidden("root's data is never served; open /u/<user>/")
-            return Reply(302, [("Location", "%s/u/%s/" % (self.mount(environ), me)),
-                               ("Content-Type", "text/plain; charset=utf-8")], b"")
+            return web.Response(302, [("Location", "%s/u/%s/" % (self.mount(environ), me)),
+                                      ("Content-Type", "text/plain; charset=utf-8")], b"")
         if url_user is None and not any(p.match(path) for p in OWN_ROUTES):
             raise NotFound("No such resource: %s" % path)
         target = url_user or me
         admin = me in self.admins
         self.authorize(me, target, admin, environ["REQUEST_METHOD"])
         body = self.check_request(environ, path)
-        call = Call(environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""),
-                    _headers(environ), self.mount(environ), target, me, admin, body,
-                    self.public_url, target == me or self.admin_write)
+        call = web.Request(environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""),
+                           web.request_headers(environ), self.mount(environ), target,
+                           remote_user=me, admin=admin, body=body, public=self.public_url,
+                           write=target == me or self.admin_write)
         reply = sanitize(self.backend.handle(call), self.mount(environ), self.public_url)
         log.debug("%s %s %s %s -> %d", remote, me, call.method, path, reply.status)
         return reply
@@ -244,8 +244,8 @@ def error_page(status, message, mount):
     page = _ERROR_PAGE.format(
         title=html.escape(web.status_line(status).split(" ", 1)[1]), message=html.escape(message),
         css=static("dashboard.css"), icon=static("favicon.svg"), home=html.escape(mount + "/"))
-    return Reply(status, [("Content-Type", "text/html; charset=utf-8"),
-                          ("Cache-Control", "no-store")], page.encode("utf-8"))
+    return web.Response(status, [("Content-Type", "text/html; charset=utf-8"),
+                                 ("Cache-Control", "no-store")], page.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- untrusted replies
@@ -292,9 +292,7 @@ def sanitize(reply, mount, public_url=""):
         return _bad_reply("redirect outside the service")
     if not has_type:
         out.append(("Content-Type", "application/octet-stream" if body else "text/plain"))
-    clean = Reply(status, out, body)
-    clean.sandbox = sandbox
-    return clean
+    return web.Response(status, out, body, sandbox)
 
 
 def _checked(name, value, mount, public_url):
@@ -338,13 +336,3 @@ def _is_root(user):
     except (KeyError, ValueError):
         return False
 
-
-def _headers(environ):
-    """Request headers for the user side: lower-case names, never credentials."""
-    out = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_") and key not in _DROPPED_HEADERS:
-            out[key[5:].lower().replace("_", "-")] = value
-    if environ.get("CONTENT_TYPE"):
-        out["content-type"] = environ["CONTENT_TYPE"]
-    return out

@@ -3,14 +3,14 @@ Pegasus's dashboard show (workflow, job and transformation statistics, integrity
 metrics, the job distribution, the time chart and the Gantt chart), as tables
 and server-made SVG.
 
-A mixin of `dashboard.Dashboard` (with `wfpages.WorkflowPages` for the context):
-each choice a chart offers (by count or by time, by jobs or by invocations) is a
+Each choice a chart offers (by count or by time, by jobs or by invocations) is a
 link, so the pages work without JavaScript.
 """
 
 import time
 
 from . import charts, pages
+from .dashpage import View
 from .errors import BadRequest
 from .pages import Column, Markup, dl, link, section, table
 
@@ -68,11 +68,17 @@ _INTEGRITY_COLUMNS = [Column("Type", lambda r: r["type"]),
 
 
 class StatsPages:
+    """`workflows`: a stampede.Workflows; `wf`: the wfpages.WorkflowPages whose
+    context, links and crumbs these pages share."""
+
+    def __init__(self, workflows, wf):
+        self.workflows = workflows
+        self.wf = wf
 
     # ---- statistics ------------------------------------------------------------------
 
     def statistics(self, req, m, w):
-        ctx = self.context(req, m, w)
+        ctx = self.wf.context(req, m, w)
         wf_id = ctx.wf["wf_id"]
         offset = req.int_arg("offset")
         tree = self.workflows.tree(ctx.db, wf_id) if ctx.wf["children"] else [wf_id]
@@ -99,8 +105,8 @@ class StatsPages:
                       empty="No job has run.")
         body.append(section("Jobs (times in seconds)", stats +
                             pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))))
-        return self.view("Statistics", data, pages.join(body),
-                         crumbs=self.crumbs(req, ctx, ("Statistics", None, True)))
+        return View("Statistics", data, pages.join(body),
+                    crumbs=self.wf.crumbs(req, ctx, ("Statistics", None, True)))
 
     @staticmethod
     def _times(data):
@@ -125,8 +131,8 @@ class StatsPages:
         return section("Integrity", body, "integrity")
 
     def _stat_columns(self, req, ctx):
-        href = lambda r: self.wf_url(req, ctx, "j", r["job_id"], "ji",  # noqa: E731
-                                     r["job_instance_id"])
+        href = lambda r: self.wf.wf_url(req, ctx, "j", r["job_id"], "ji",  # noqa: E731
+                                        r["job_instance_id"])
         return [Column("Job", lambda r: link(href(r), r["exec_job_id"]),
                        key=lambda r: r["exec_job_id"]),
                 Column("Try", lambda r: r["try"], numeric=True),
@@ -143,7 +149,7 @@ class StatsPages:
     # ---- charts ----------------------------------------------------------------------
 
     def charts(self, req, m, w):
-        ctx = self.context(req, m, w)
+        ctx = self.wf.context(req, m, w)
         wf_id = ctx.wf["wf_id"]
         offset = req.int_arg("offset")
         dist = _choice(req, "dist", ("count", "time"))
@@ -169,8 +175,8 @@ class StatsPages:
                     self._time_chart(data, by, measure, width), "time-chart"),
                 section("Gantt chart", self._gantt(rows) + pages.pager(
                     total, offset, JOB_LIMIT, lambda o: req.here(offset=o)), "gantt")]
-        return self.view("Charts", data, pages.join(body),
-                         crumbs=self.crumbs(req, ctx, ("Charts", None, True)))
+        return View("Charts", data, pages.join(body),
+                    crumbs=self.wf.crumbs(req, ctx, ("Charts", None, True)))
 
     @staticmethod
     def _distribution(breakdown, dist):

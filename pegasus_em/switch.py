@@ -37,9 +37,9 @@ import sys
 import threading
 import time
 
-from . import loops
+from . import loops, web
 from .errors import EMError
-from .userapp import Call, Reply, UserApp, json_reply
+from .userapp import UserApp, json_reply
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,8 @@ def recv_reply(sock, release):
     if length <= MAX_HELD:
         body = b"".join(_body_frames(sock, length))
         release(sock)
-        return Reply(meta.get("status"), headers, body)
-    reply = Reply(meta.get("status"), headers, StreamedBody(sock, length, release))
-    return reply
+        return web.Response(meta.get("status"), headers, body)
+    return web.Response(meta.get("status"), headers, StreamedBody(sock, length, release))
 
 
 def _body_frames(sock, length):
@@ -323,7 +322,8 @@ class Worker:
 
 
 class WorkerPool:
-    """The listener's per-user workers: `handle(call) -> Reply` for any user but root."""
+    """The listener's per-user workers: `handle(call) -> web.Response` for any user but
+    root."""
 
     def __init__(self, idle_timeout=IDLE_TIMEOUT, python=None):
         self.idle_timeout = idle_timeout
@@ -546,7 +546,7 @@ def serve_channel(channel, app, me):
             if frame is None:
                 return
             meta, body = frame
-            call = Call.from_meta(meta, body)
+            call = web.Request.from_meta(meta, body)
             if call.user != me:
                 reply = json_reply(403, {"message": "this process serves %s only" % me})
             else:

@@ -46,7 +46,6 @@ import os
 import pwd
 import re
 import stat
-import threading
 import time
 
 from . import loops, store
@@ -287,7 +286,7 @@ def _restore(tmp, path):
 
 # ---- the scheduler --------------------------------------------------------
 
-class Triggers:
+class Triggers(loops.Loop):
     def __init__(self, ops, engine_wake=lambda: None, max_failures=None, env=None,
                  clock=time.time, failure_timeout=None):
         self.ops = ops
@@ -305,36 +304,14 @@ class Triggers:
         self._live_key = None    # which file triggers were live at the last sweep
         self._look_again = True  # woken, or a state we changed: the live set may differ
         self._next_sweep = float("inf")
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = None
+        super().__init__("triggers", log, MIN_TICK_GAP)
 
     # ---- the thread --------------------------------------------------------
 
     def wake(self):
         """Called by the API after any change: look at the triggers again now."""
         self._look_again = True
-        self._wake.set()
-
-    def start(self):
-        self._thread = loops.start("triggers", self._timed_tick, self._sleep, self._stop, log)
-
-    def stop(self, timeout=10):
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout)
-
-    def _timed_tick(self):
-        """One turn of the supervised loop; -> (when it began, seconds until due)."""
-        started = time.monotonic()
-        self._wake.clear()  # before the tick, so no wake is lost
-        return started, self.tick()
-
-    def _sleep(self, turn):
-        started, wait = turn
-        self._wake.wait(max(0.0, wait - (time.monotonic() - started)))  # from the tick's now
-        loops.coalesce(self._stop, started, MIN_TICK_GAP)
+        super().wake()
 
     # ---- one turn ----------------------------------------------------------
 

@@ -1,10 +1,12 @@
-"""The HTTP rules every WSGI application of ours applies, written once.
+"""The web layer every WSGI application of ours shares, written once: the route
+table, the request and response types, status lines, body reading and the
+rules for where a request may come from.
 
-The daemon's REST API (`api`), pegasus-service's listener (`service_app`) and
-the standalone dashboard read bodies, check where a state-changing request
-comes from and answer with security headers through these functions, so a
-rule fixed here holds everywhere.  (Connection-level rules, such as caps and
-timeouts, live in `httpd`.)
+The daemon's REST API (`api`), the monitoring API (`monitoring`), the dashboard
+and pegasus-service (`userapp`, `service_app`) route, read bodies, check where a
+state-changing request comes from and answer with security headers through
+this module, so a rule fixed here holds everywhere.  (Connection-level rules,
+such as caps and timeouts, live in `httpd`.)
 
 Browsers are the threat these rules meet: a page on another site can make a
 signed-in user's browser send a form post with cached Basic credentials.  A
@@ -13,10 +15,13 @@ non-browser client (the CLI, curl, gateway scripts) says nothing and is let
 through.
 """
 
+import functools
 import http
 import re
+import urllib.parse
 
-from .errors import BadRequest, Forbidden, LengthRequired, TooLarge, UnsupportedMediaType
+from .errors import (BadRequest, Forbidden, LengthRequired, MethodNotAllowed, NotFound, TooLarge,
+                     UnsupportedMediaType)
 
 STATE_CHANGING = frozenset(("POST", "PUT", "DELETE", "PATCH"))
 BODY_TYPES = ("application/x-www-form-urlencoded", "application/json")
@@ -36,11 +41,113 @@ SECURITY_HEADER_NAMES = frozenset(n.lower() for n, _ in SECURITY_HEADERS) | {
     "content-security-policy", "content-security-policy-report-only"}
 
 
+@functools.lru_cache(maxsize=None)  # a handful of codes: each line is made once
 def status_line(code):
-    try:
-        return "%d %s" % (code, http.HTTPStatus(code).phrase)
-    except ValueError:
-        return "%d Unknown" % code
+    """`404 Not Found`: the phrase is http.HTTPStatus's (`Unknown` for a code it lacks)."""
+    phrase = http.HTTPStatus(code).phrase if code in _KNOWN else "Unknown"
+    return "%d %s" % (code, phrase)
+
+
+_KNOWN = frozenset(s.value for s in http.HTTPStatus)
+
+
+class Routes:
+    """The route table: (pattern, {method: handler}) pairs, tried in order.  `find`
+    gives the handler and the pattern's groups; a path that a pattern matches without
+    the method is 405 with the methods allowed, any other 404, each with its message
+    (`{method}` and `{path}` are filled in)."""
+
+    def __init__(self, table, end=r"/?\Z", missing="No such resource: {path}",
+                 not_allowed="Method {method} not allowed on {path}"):
+        self.table = [(re.compile(p + end), m) for p, m in table]
+        self.missing = missing
+        self.not_allowed = not_allowed
+
+    def find(self, method, path):
+        allowed = set()
+        for pattern, methods in self.table:
+            match = pattern.match(path)
+            if match:
+                handler = methods.get(method)
+                if handler is not None:
+                    return handler, match.groups()
+                allowed.update(methods)
+        if allowed:
+            raise MethodNotAllowed(self.not_allowed.format(method=method, path=path),
+                                   sorted(allowed))
+        raise NotFound(self.missing.format(path=path))
+
+
+class Request:
+    """One request as plain data, what every handler of ours takes; pegasus-service's
+    listener sends it to a user's process as `meta()` and the body."""
+
+    FIELDS = ("method", "path", "query", "headers", "base", "user", "remote_user", "admin",
+              "public", "write")
+    __slots__ = FIELDS + ("body", "form", "_args")
+
+    def __init__(self, method, path, query="", headers=None, base="", user="", form=None,
+                 remote_user="", admin=False, body=b"", public="", write=True):
+        self.method = method
+        self.path = path              # below the application's mount point, starting with "/"
+        self.query = query            # the raw query string
+        self.headers = headers or {}  # lower-case names; never credentials
+        self.base = base              # where every link of an answer starts
+        self.user = user              # whose data
+        self.remote_user = remote_user  # who asks
+        self.admin = admin
+        self.body = body
+        self.public = public          # configured absolute URL of the service, or ""
+        self.write = write            # whether the one who asks may act (pages show forms)
+        self.form = form              # the body's fields, once read
+        self._args = None
+
+    @property
+    def args(self):
+        """The query's parameters (the last of a repeated name wins)."""
+        if self._args is None:
+            self._args = parse_query(self.query)
+        return self._args
+
+    def meta(self):
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_meta(cls, meta, body):
+        return cls(body=body, **{name: meta[name] for name in cls.FIELDS})
+
+
+def parse_query(text):
+    if not text:
+        return {}
+    return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+
+
+class Response:
+    """What a handler answers: a status, headers (a list of pairs) and a body (bytes,
+    or an iterable that knows its length); `sandbox`: serve it under SANDBOX_CSP."""
+
+    __slots__ = ("status", "headers", "body", "sandbox")
+
+    def __init__(self, status, headers, body, sandbox=False):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.sandbox = sandbox
+
+
+def request_headers(environ):
+    """A request's headers as a dict of lower-case names, without credentials."""
+    out = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and key not in _CREDENTIALS:
+            out[key[5:].lower().replace("_", "-")] = value
+    if environ.get("CONTENT_TYPE"):
+        out["content-type"] = environ["CONTENT_TYPE"]
+    return out
+
+
+_CREDENTIALS = ("HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION", "HTTP_COOKIE")
 
 
 def content_length(environ):

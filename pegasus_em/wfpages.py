@@ -1,8 +1,9 @@
 """The workflow pages of the dashboard: the list of root workflows, workflow,
 job and invocation details, statistics, charts and the submit-dir browser.
 
-A mixin of `dashboard.Dashboard`: handlers take the request and the URL's
-groups and return a `View` (JSON data + HTML body) or a raw response.
+Handlers take the request (a `dashpage.Request`) and the URL's groups and return
+a `View` (JSON data + HTML body) or a raw response; `context`, `wf_url` and
+`crumbs` serve the statistics pages and 5.x's feeds too.
 """
 
 import collections
@@ -10,6 +11,7 @@ import stat
 import time
 
 from . import browse, charts, pages, stampede
+from .dashpage import View, raw_response
 from .errors import BadRequest
 from .masterdb import Unavailable
 from .pages import Column, Markup, dl, escape, link, notice, section, state_badge, table
@@ -43,12 +45,18 @@ class Context:
 
 
 class WorkflowPages:
+    """`workflows`: a stampede.Workflows; `ensembles`: an ensview.Ensembles (the runs the
+    ensemble manager started); `file_owner(user) -> uid or None`: whose files the
+    browser may serve."""
+
+    def __init__(self, workflows, ensembles, file_owner):
+        self.workflows = workflows
+        self.ensembles = ensembles
+        self.file_owner = file_owner
 
     # ---- the list --------------------------------------------------------------------
 
     def workflow_list(self, req):
-        if req.xhr or "draw" in req.args:
-            return self.workflow_table(req)  # Pegasus 5.x's DataTables feed
         text = req.args.get("q", "").strip()
         window = req.args.get("window", "all")
         if window not in WINDOWS and window != "all":
@@ -62,7 +70,7 @@ class WorkflowPages:
             raise BadRequest("sort must be one of %s (- for descending)" % ", ".join(SORTS))
         offset = req.int_arg("offset")
         limit = req.int_arg("limit", LIST_LIMIT, 1, 100000)
-        rows, problem, planned = self._root_rows(req, text, since)
+        rows, problem, planned = self.root_rows(req, text, since)
         counts = collections.Counter(r["state"] for r in rows)
         shown = sorted((r for r in rows if r["state"] == state) if state else rows,
                        key=SORTS[sort.lstrip("-")], reverse=sort.startswith("-"))
@@ -92,9 +100,9 @@ class WorkflowPages:
                                 empty="No workflows match." if filtered else "No workflows yet."))
         body.append(pages.pager(len(shown), offset, limit, lambda o: req.here(offset=o)))
         live = counts.get(stampede.RUNNING, 0) > 0
-        return self.view("Workflows", data, pages.join(body), refresh=REFRESH if live else None)
+        return View("Workflows", data, pages.join(body), refresh=REFRESH if live else None)
 
-    def _root_rows(self, req, text, since):
+    def root_rows(self, req, text, since):
         """Root workflows of the master DB (rows shared with the cache: only `href` is set
         on them) and the ensemble workflows planned but never started."""
         problem = None
@@ -252,9 +260,9 @@ class WorkflowPages:
                 self._wf_links(req, ctx), self._job_tabs(req, counts, subs, tab, meta, n_files),
                 table_html, pages.pager(total, offset, JOB_LIMIT, lambda o: req.here(offset=o))]
         title = ctx.wf["dax_label"] or ctx.wf["wf_uuid"]
-        return self.view(title, data, pages.join(body),
-                         crumbs=self.crumbs(req, ctx)[:-1] + [(title, None, True)],
-                         refresh=REFRESH if ctx.state == stampede.RUNNING else None)
+        return View(title, data, pages.join(body),
+                    crumbs=self.crumbs(req, ctx)[:-1] + [(title, None, True)],
+                    refresh=REFRESH if ctx.state == stampede.RUNNING else None)
 
     def _tab_rows(self, req, ctx, tab, subs, meta, offset):
         """(rows, total, JSON key, table) of the tab shown below the workflow's facts."""
@@ -301,8 +309,8 @@ class WorkflowPages:
                                        Column("Status", lambda s: s["status"], numeric=True)],
                                       data["states"], empty="No run has started."))]
         title = root["dax_label"] or root["wf_uuid"]
-        return self.view(title, data, pages.join(body), crumbs=[(title, None, True)],
-                         refresh=REFRESH if ctx.state == stampede.RUNNING else None)
+        return View(title, data, pages.join(body), crumbs=[(title, None, True)],
+                    refresh=REFRESH if ctx.state == stampede.RUNNING else None)
 
     @staticmethod
     def _default_tab(counts, subs):
@@ -459,8 +467,8 @@ class WorkflowPages:
         if instance is None:
             body.append(notice("This job has not been submitted yet.", "info"))
             body.append(dl(facts))
-            return self.view(title, data, pages.join(body),
-                             crumbs=self.crumbs(req, ctx, (title, None, True)))
+            return View(title, data, pages.join(body),
+                        crumbs=self.crumbs(req, ctx, (title, None, True)))
         ji = instance["job_instance_id"]
         states = self.workflows.jobstates(ctx.db, ji)
         invocations = self.workflows.invocations(ctx.db, ctx.wf["wf_id"], ji)
@@ -511,9 +519,9 @@ class WorkflowPages:
             plain = Markup("<p>%s</p>" % link(href, "as plain text"))
             body.append(section(name, text + plain, name))
         live = code is None and ctx.state == stampede.RUNNING
-        return self.view(title, data, pages.join(body),
-                         crumbs=self.crumbs(req, ctx, (title, None, True)),
-                         refresh=REFRESH if live else None)
+        return View(title, data, pages.join(body),
+                    crumbs=self.crumbs(req, ctx, (title, None, True)),
+                    refresh=REFRESH if live else None)
 
     def _maybe_file(self, req, ctx, path):
         if not path:
@@ -530,9 +538,9 @@ class WorkflowPages:
         instance = self.workflows.instance(ctx.db, int(job_id), int(ji))
         text = instance.get("%s_text" % which) or ""
         if req.json:
-            return self.view(which, {"text": text, "file": instance.get("%s_file" % which)},
-                             Markup(""))
-        return self.raw_response(text.encode("utf-8"), "text/plain; charset=utf-8", None)
+            return View(which, {"text": text, "file": instance.get("%s_file" % which)},
+                        Markup(""))
+        return raw_response(text.encode("utf-8"), "text/plain; charset=utf-8", None)
 
     def invocation_details(self, req, m, w, job_id, ji, inv):
         ctx = self.context(req, m, w)
@@ -561,16 +569,16 @@ class WorkflowPages:
         job_href = self.wf_url(req, ctx, "j", job["job_id"], "ji", ji)
         title = "%s: %s" % (job["exec_job_id"],
                             row.get("abs_task_id") or row.get("transformation"))
-        return self.view(title, data, body,
-                         crumbs=self.crumbs(req, ctx, (job["exec_job_id"], job_href, False),
-                                            (title, None, True)))
+        return View(title, data, body,
+                    crumbs=self.crumbs(req, ctx, (job["exec_job_id"], job_href, False),
+                                       (title, None, True)))
 
     # ---- files -----------------------------------------------------------------------
 
     def files(self, req, m, w, rest):
         """The submit-dir browser; for anything but a browser loading a page, Pegasus
         5.x's JSON listing (with our entries beside its `dirs` and `files`)."""
-        req.json = req.json or not self.navigating(req)
+        req.json = req.json or not req.navigating()
         ctx = self.context(req, m, None if w == "root" else w, need_stampede=w != "root")
         submit_dir = ctx.wf["submit_dir"] if ctx.wf else ctx.root["submit_dir"]
         names = browse.split(rest or "")
@@ -599,13 +607,13 @@ class WorkflowPages:
                            key=lambda e: e["mtime"] or 0)]
             body = Markup('<p class="path">%s</p>' % pages.breakable(real)) + table(
                 cols, entries, empty="Empty directory.")
-            return self.view(title, data, body, crumbs=crumbs)
+            return View(title, data, body, crumbs=crumbs)
         if req.args.get("raw"):
             data, _, _ = browser.read(names, limit=None)
             binary = browse.is_binary(data)
             kind = "application/octet-stream" if binary else "text/plain; charset=utf-8"
             inline = req.args["raw"] == "inline" and not binary
-            return self.raw_response(data, kind, None if inline else names[-1])
+            return raw_response(data, kind, None if inline else names[-1])
         data, size, truncated = browser.read(names)
         binary = browse.is_binary(data)
         text = None if binary else data.decode("utf-8", "replace")
@@ -621,7 +629,7 @@ class WorkflowPages:
                 parts.append(notice("Showing the last %s of %s."
                                     % (pages.size(len(data)), pages.size(size)), "info"))
             parts.append(pages.pre(text, "output file"))
-        return self.view(title, info, pages.join(parts), crumbs=crumbs)
+        return View(title, info, pages.join(parts), crumbs=crumbs)
 
 
 

@@ -41,6 +41,16 @@ def wait_until(predicate, timeout=10.0, interval=0.01, message="condition"):
         time.sleep(interval)
 
 
+class Clock:
+    """A wall clock the test sets (`clock.t = ...`)."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
 @pytest.fixture(scope="session")
 def sandbox():
     """A world-traversable directory with a copy of the code the test users run."""

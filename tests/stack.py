@@ -77,11 +77,8 @@ class Stack:
         self.server.shutdown()
         self.server.server_close()
         self.notifier.stop()
-        if self.manager is not None:
-            if self.manager._thread is not None:
-                self.manager.stop()
-            else:
-                self.manager._stop.set()
+        if self.manager is not None and self.manager.running:
+            self.manager.stop()
         self.db.close()
 
     # ---- HTTP ----------------------------------------------------------------

@@ -178,8 +178,9 @@ def test_job_tab_feeds(world, app):
     data = feed(app, base(world, "retried") + "/j/successful/", XHR)
     assert {r["exec_job_id"]: r["job_instance_id"] for r in data["data"]} == want
     assert [r["exec_job_id"] for r in data["data"]] == sorted(want, reverse=True)  # 5.x: by name, descending
-    assert all(r["duration_formatted"] == "0 secs" and r["root_wf_id"] == str(world.master_id("retried"))
-               for r in data["data"])
+    # the simulator's jobs take what the machine gives them: well under a minute
+    assert all(re.fullmatch(r"0 secs|1 sec|[0-9]{1,2} secs", r["duration_formatted"])
+               and r["root_wf_id"] == str(world.master_id("retried")) for r in data["data"])
     assert feed(app, base(world, "retried") + "/j/failed/")["data"] == []
     data = feed(app, base(world, "failed") + "/j/failed/?search[value]=ID0000002")
     assert [(r["exec_job_id"], r["exitcode"]) for r in data["data"]] == [("sim_ID0000002", 256)]  # raw wait status, as monitord

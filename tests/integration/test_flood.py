@@ -281,7 +281,7 @@ def test_the_engine_survives_emfile_in_its_wait(tmp_path, caplog):
         wait_until(lambda: len(failures) == 3, message="three failed waits")
         s.submit("e", "w")
         wait_until(lambda: s.state("e", "w") != "READY", message="the workflow planned")
-        assert s.manager._thread.is_alive()
+        assert s.manager.running
     finally:
         s.close()
     assert len([r for r in caplog.records if "engine failed" in r.getMessage()]) == 3

@@ -11,7 +11,8 @@ import urllib.parse
 import pytest
 
 from pegasus_em.monitoring import Monitoring
-from pegasus_em.userapp import Call, UserApp
+from pegasus_em.userapp import UserApp
+from pegasus_em.web import Request
 from pegasus_dbs import (ARCHIVED_UUID, NEVER_STARTED_UUID, PRECISE, ROOT_UUID, SUB_UUID, T0,
                          make_home)
 from service_fixtures import chown_tree
@@ -56,7 +57,7 @@ class Api:
         self.user = user
 
     def raw(self, rest, query=""):
-        call = Call("GET", "/api/v1/user/%s%s" % (self.user, rest), query=query,
+        call = Request("GET", "/api/v1/user/%s%s" % (self.user, rest), query=query,
                     user=self.user, remote_user=self.user)
         return self.app.handle(call)
 
@@ -336,14 +337,14 @@ def test_errors_carry_5x_codes(api, rest, args, status, code):
 
 
 def test_an_unknown_user_and_an_internal_error_carry_codes(module_user):
-    reply = UserApp().handle(Call("GET", "/api/v1/user/nosuchuser9/root", user="nosuchuser9"))
+    reply = UserApp().handle(Request("GET", "/api/v1/user/nosuchuser9/root", user="nosuchuser9"))
     assert (reply.status, json.loads(reply.body)["code"]) == (404, "NOT_FOUND")
 
     class Broken(Monitoring):
         def roots(self, ctx):
             raise RuntimeError("boom")
     app = UserApp(monitoring=Broken())
-    reply = app.handle(Call("GET", "/api/v1/user/%s/root" % module_user.name,
+    reply = app.handle(Request("GET", "/api/v1/user/%s/root" % module_user.name,
                             user=module_user.name))
     assert reply.status == 500
     assert json.loads(reply.body) == {"code": "UNKNOWN", "message": "Internal server error"}

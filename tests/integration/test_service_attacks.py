@@ -33,17 +33,17 @@ if _ua is not None and _sw is not None and not getattr(_ua, "_PWNED", False):
 
     def _evil(self, call, _handle=_handle, _ua=_ua):
         if call.path.endswith("/evil.js"):
-            return _ua.Reply(200, [("Content-Type", "text/javascript")],
-                             b"window.pwned = 'external'; document.title = 'pwned';")
+            return _ua.web.Response(200, [("Content-Type", "text/javascript")],
+                                    b"window.pwned = 'external'; document.title = 'pwned';")
         if call.path.endswith("/page"):
-            return _ua.Reply(200, [("Content-Type", "text/html; charset=utf-8"),
-                                   ("Content-Security-Policy", "script-src * 'unsafe-inline'"),
-                                   ("X-Frame-Options", "ALLOWALL")],
-                             b"<!DOCTYPE html><title>hello</title><body>"
-                             b"<script>window.pwned = 'inline'; document.title = 'pwned';</script>"
-                             b"<script src='evil.js'></script><p id=p>hello</p></body>")
+            return _ua.web.Response(200, [("Content-Type", "text/html; charset=utf-8"),
+                                          ("Content-Security-Policy", "script-src * 'unsafe-inline'"),
+                                          ("X-Frame-Options", "ALLOWALL")],
+                                    b"<!DOCTYPE html><title>hello</title><body>"
+                                    b"<script>window.pwned = 'inline'; document.title = 'pwned';</script>"
+                                    b"<script src='evil.js'></script><p id=p>hello</p></body>")
         if call.path.endswith("/giant"):
-            return _ua.Reply(299, [], b"")
+            return _ua.web.Response(299, [], b"")
         return _handle(self, call)
 
     def _giant(sock, meta, *rest, _send=_sw.send_frame, _sw=_sw):

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import Daemon, unique, wait_until
 from pegasus_em.switch import WorkerPool
-from pegasus_em.userapp import Call
+from pegasus_em.web import Request
 from service_fixtures import (Service, chown_tree, children_of, make_certificate,
                               make_pegasus_dbs, proc_credentials, wait_gone)
 
@@ -82,14 +82,14 @@ def test_listeners_are_replaced_when_they_die(prefixed):
 def test_idle_workers_are_stopped(module_user):
     pool = WorkerPool(idle_timeout=0.5, python=module_user.python)
     try:
-        reply = pool.handle(Call("GET", "/u/%s/" % module_user.name, user=module_user.name,
+        reply = pool.handle(Request("GET", "/u/%s/" % module_user.name, user=module_user.name,
                                  remote_user=module_user.name, base="https://x"))
         assert reply.status == 200
         pid = pool.pids()[module_user.name]
         assert proc_credentials(pid)[0] == (module_user.uid,) * 3
         wait_gone(pid, 15)
         assert module_user.name not in pool.pids()
-        reply = pool.handle(Call("GET", "/u/%s/" % module_user.name, user=module_user.name,
+        reply = pool.handle(Request("GET", "/u/%s/" % module_user.name, user=module_user.name,
                                  remote_user=module_user.name, base="https://x"))
         assert reply.status == 200 and pool.pids()[module_user.name] != pid
     finally:
@@ -100,7 +100,7 @@ def test_workers_refuse_other_users_calls(module_user):
     pool = WorkerPool(python=module_user.python)
     try:
         worker = pool._worker(module_user.name)
-        reply = worker.call(Call("GET", "/u/daemon/", user="daemon", remote_user="daemon"))
+        reply = worker.call(Request("GET", "/u/daemon/", user="daemon", remote_user="daemon"))
         assert reply.status == 403
     finally:
         pool.close()

@@ -123,12 +123,13 @@ def test_a_restarted_daemon_keeps_the_schedule_and_coalesces_missed_firings(em):
     back = c + int(killed - c) + 3.1
     wait_until(lambda: time.time() >= back, 10, message="downtime")
     d = Daemon(em.user).start()
+    up = time.time()  # a loaded machine may take a while to start it
     try:
         t = until(d, "c", lambda t: t["fire_count"] >= 5, what="three more firings")
         ws = sorted(workflows(d), key=lambda w: w["created"])
         assert t["fire_count"] == len(ws) == len(t["workflows"])
         after = [w["created"] for w in ws if w["created"] > killed]
-        assert back <= after[0] < back + 0.8            # the missed firings, as one
+        assert back <= after[0] < max(back, up) + 0.8   # the missed firings, as one
         grid = c + int(after[0] - c) + 1                # then the original grid
         assert abs(after[1] - grid) < 0.2 and abs(after[2] - (grid + 1)) < 0.2
     finally:

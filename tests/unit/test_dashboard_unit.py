@@ -115,10 +115,10 @@ class FakeReq:
     def __init__(self, home, user="alice", remote_user="alice", form=None, headers=None, origin="https://h"):
         self.home, self.user, self.remote_user = home, user, remote_user
         self._f, self.headers, self.origin = form or {}, headers or {}, origin
-        self.may_act = True
+        self.write = True
         self.args = {}
 
-    def form(self):
+    def fields(self):
         return self._f
 
 

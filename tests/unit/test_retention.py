@@ -13,6 +13,7 @@ import stat
 
 import pytest
 
+from conftest import Clock
 from pegasus_em import db as dbmod
 from pegasus_em import metrics, store, transitions
 from pegasus_em.daemon import LogFile
@@ -29,14 +30,6 @@ PATHS = {"SUCCESSFUL": ("PLANNING", "QUEUED", "RUNNING", "SUCCESSFUL"),
          "FAILED": ("PLANNING", "QUEUED", "RUNNING", "FAILED"),
          "PLAN_FAILED": ("PLANNING", "PLAN_FAILED"),
          "ABORTED": ("ABORTED",), "RUNNING": ("PLANNING", "QUEUED", "RUNNING"), "READY": ()}
-
-
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 class Env:

@@ -16,7 +16,7 @@ from pegasus_em import auth, pam, service_app, switch
 from pegasus_em.errors import (BadRequest, ConfigError, EMError, NotFound, TooManyRequests,
                                Unauthorized)
 from pegasus_em.monitoring import Monitoring
-from pegasus_em.userapp import Call, Reply
+from pegasus_em.web import Request, Response
 from service_fixtures import make_pegasus_dbs
 
 
@@ -252,9 +252,9 @@ def test_frames_round_trip_and_refuse_giants():
 
 
 def test_call_meta_cannot_carry_internal_operations():
-    call = Call("GET", "/u/x/", user="x", remote_user="x")
+    call = Request("GET", "/u/x/", user="x", remote_user="x")
     assert "op" not in call.meta()
-    assert Call.from_meta(call.meta(), b"").meta() == call.meta()
+    assert Request.from_meta(call.meta(), b"").meta() == call.meta()
 
 
 # --------------------------------------------------------------------------- front app
@@ -265,7 +265,7 @@ class FakeBackend:
 
     def handle(self, call):
         self.calls.append(call)
-        return Reply(200, [("Content-Type", "application/json")],
+        return Response(200, [("Content-Type", "application/json")],
                      json.dumps({"user": call.user, "path": call.path}).encode())
 
 
@@ -445,7 +445,7 @@ def hostile(front):
 def test_a_workers_reply_cannot_weaken_the_page_or_serve_script(hostile):
     app, backend, alice = hostile
     page = "/pfx/u/%s/" % alice
-    backend.reply = Reply(200, [("Content-Type", "text/html"), ("Content-Security-Policy",
+    backend.reply = Response(200, [("Content-Type", "text/html"), ("Content-Security-Policy",
                                                                 "script-src *"),
                                 ("X-Frame-Options", "ALLOWALL"), ("Set-Cookie", "a=b"),
                                 ("Refresh", "0; url=https://evil.example"),
@@ -458,20 +458,20 @@ def test_a_workers_reply_cannot_weaken_the_page_or_serve_script(hostile):
     assert "Set-Cookie" not in headers and "Refresh" not in headers
     for kind in ("text/javascript", "application/javascript; charset=utf-8", "text/css",
                  "application/ecmascript", "text/xml", "application/xhtml+xml"):
-        backend.reply = Reply(200, [("Content-Type", kind)], b"alert(1)")
+        backend.reply = Response(200, [("Content-Type", kind)], b"alert(1)")
         assert call_app(app, page, "A")[1]["Content-Type"] == "application/octet-stream", kind
-    backend.reply = Reply(200, [("Content-Type", "text/plain; charset=utf-8"),
+    backend.reply = Response(200, [("Content-Type", "text/plain; charset=utf-8"),
                                 ("Content-Security-Policy", "sandbox")], b"raw file")
     headers = call_app(app, page, "A")[1]
     assert "sandbox" in headers["Content-Security-Policy"]
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     for location in ("https://evil.example/", "//evil.example/x", "/elsewhere/", "/\\evil"):
-        backend.reply = Reply(303, [("Location", location)], b"")
+        backend.reply = Response(303, [("Location", location)], b"")
         assert call_app(app, page, "A")[0] == 502, location
-    backend.reply = Reply(303, [("Location", "/pfx/u/%s/ensembles" % alice)], b"")
+    backend.reply = Response(303, [("Location", "/pfx/u/%s/ensembles" % alice)], b"")
     assert call_app(app, page, "A")[1]["Location"] == "/pfx/u/%s/ensembles" % alice
-    for bad in (Reply(101, [], b""), Reply("x", [], b""), Reply(200, None, b""),
-                Reply(200, [("Content-Type", "text/html\r\nX: y")], b"")):
+    for bad in (Response(101, [], b""), Response("x", [], b""), Response(200, None, b""),
+                Response(200, [("Content-Type", "text/html\r\nX: y")], b"")):
         backend.reply = bad
         status, headers, _ = call_app(app, page, "A", validate=False)
         assert status in (200, 502) and "X" not in headers
@@ -479,7 +479,7 @@ def test_a_workers_reply_cannot_weaken_the_page_or_serve_script(hostile):
 
 def test_static_files_come_from_the_listener_before_authentication(hostile):
     app, backend, _ = hostile
-    backend.reply = Reply(200, [("Content-Type", "text/javascript")], b"alert('worker')")
+    backend.reply = Response(200, [("Content-Type", "text/javascript")], b"alert('worker')")
     status, headers, body = call_app(app, "/pfx/static/dashboard.js")
     assert status == 200 and headers["Content-Type"].startswith("text/javascript")
     assert body.startswith(b"// Pegasus dashboard")
@@ -506,7 +506,7 @@ def test_prefix_normalization(prefix, expected):
 def test_backend_only_user_is_403():
     backend = service_app.Backend(local=FakeBackend(), only_user="alice")
     with pytest.raises(EMError) as e:
-        backend.handle(Call("GET", "/u/bob/", user="bob", remote_user="bob"))
+        backend.handle(Request("GET", "/u/bob/", user="bob", remote_user="bob"))
     assert e.value.status == 403
 
 

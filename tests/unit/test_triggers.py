@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from conftest import Clock
 from pegasus_em import db as dbmod
 from pegasus_em import store
 from pegasus_em import triggers as trg
@@ -74,14 +75,6 @@ def test_pattern_matching_follows_glob_without_processed(pattern, path, matches)
 
 
 # ---- the scheduler with an explicit clock ------------------------------------------
-
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
 
 class Local:
     """An Ops + Triggers pair on a real sqlite file, with a clock the test sets."""
