@@ -51,7 +51,7 @@ ROUNDS = 3
 # The yardstick: a bare standard-library server answering the same requests, one sqlite
 # WAL commit per POST.  argv: db path, "minimal" (one row into a table with one index) or
 # "schema" (the rows a submission writes into our own schema: the workflow and its
-# "submitted" event, into a database made by pegasus_em.db, with its indexes).
+# "submitted" event, into a database made by pegasus_em.core.db, with its indexes).
 BARE_SERVER = r'''
 import json, socket, sqlite3, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -172,7 +172,7 @@ def bare_server(kind):
 SCHEMA_DB = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from pegasus_em import db, ops
+from pegasus_em.core import db, ops
 database = db.open_database(sys.argv[2])
 ops.Ops(database, "/nonexistent").create_ensemble("throughput")
 database.close()
@@ -209,10 +209,11 @@ def profile_submission(samples=2000):
     """Microseconds per phase of a keep-alive form POST, each phase timed on its own
     over `samples` fresh requests (median); `sum` beside what the whole path costs."""
     sys.path.insert(0, harness.REPO)
-    from pegasus_em import db as dbmod, httpd, manager  # noqa: E402 (the checkout's)
-    from pegasus_em.api import App, created
-    from pegasus_em.auth import BasicAuth
-    from pegasus_em.ops import Ops
+    from pegasus_em.core import db as dbmod, manager
+    from pegasus_em.web import httpd  # noqa: E402 (the checkout's)
+    from pegasus_em.em.api import App, created
+    from pegasus_em.web.auth import BasicAuth
+    from pegasus_em.core.ops import Ops
     base = tempfile.mkdtemp(prefix="pemprof-")
     try:
         db = dbmod.open_database(os.path.join(base, "em.db"))

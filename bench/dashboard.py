@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "share", "pegasus-sim", "lib"))
 
-from pegasus_em import dashboard  # noqa: E402
+from pegasus_em.dashboard import dashboard  # noqa: E402
 from pegasus_sim import masterdb as sim_master  # noqa: E402
 from pegasus_sim import stampede as sim_stampede  # noqa: E402
 

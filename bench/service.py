@@ -73,7 +73,7 @@ class Service:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": code, "LANG": "C.UTF-8",
                "PEGASUS_ENV": self.config}
         self.out = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([python, "-c", "import sys; from pegasus_em.pservice "
+        self.proc = subprocess.Popen([python, "-c", "import sys; from pegasus_em.service.pservice "
                                       "import main; sys.exit(main())", "--port", "0"],
                                      env=env, stdout=self.out, stderr=subprocess.DEVNULL,
                                      cwd=workdir)

@@ -2,6 +2,6 @@
 
 import sys
 
-from . import cli
+from .em import cli
 
 sys.exit(cli.main())

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from pegasus_em import cli, store, transitions
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core import store, transitions
+from pegasus_em.em import cli
+from pegasus_em.core.states import WorkflowState as W
 from stack import Stack
 
 

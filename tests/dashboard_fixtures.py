@@ -1,7 +1,7 @@
 """Pegasus data for the dashboard tests, made by the simulated toolchain
 (share/pegasus-sim): a home with a master DB and one submit dir (with its
 STAMPEDE DB) per kind of workflow the dashboard must show right, and a small
-in-process server for the dashboard (pegasus_em.httpd on 127.0.0.1:0).
+in-process server for the dashboard (pegasus_em.web.httpd on 127.0.0.1:0).
 """
 
 import json
@@ -157,7 +157,7 @@ class Served:
 
     def __init__(self, app, script_name=""):
         sys.path.insert(0, REPO)
-        from pegasus_em import httpd
+        from pegasus_em.web import httpd
         self.script_name = script_name
         wrapped = app if not script_name else _mount(app, script_name)
         self.server = httpd.Server(("127.0.0.1", 0), wrapped)

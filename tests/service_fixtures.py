@@ -173,7 +173,7 @@ class Service:
             os.chown(self.config, run_as.uid, run_as.gid)
 
     def command(self):
-        return [self.python, "-c", "import sys; from pegasus_em.pservice import main; "
+        return [self.python, "-c", "import sys; from pegasus_em.service.pservice import main; "
                               "sys.exit(main())", "--port", "0"] + self.args
 
     def environment(self):

@@ -15,14 +15,14 @@ import urllib.parse
 import urllib.request
 
 from conftest import REPO, SIM_BIN
-from pegasus_em import db as dbmod
-from pegasus_em import store
-from pegasus_em.api import App
-from pegasus_em.auth import BasicAuth
-from pegasus_em.httpd import Server
-from pegasus_em.manager import Manager, Settings
-from pegasus_em.notify import Notifier
-from pegasus_em.ops import Ops
+from pegasus_em.core import db as dbmod
+from pegasus_em.core import store
+from pegasus_em.em.api import App
+from pegasus_em.web.auth import BasicAuth
+from pegasus_em.web.httpd import Server
+from pegasus_em.core.manager import Manager, Settings
+from pegasus_em.core.notify import Notifier
+from pegasus_em.core.ops import Ops
 
 USER, PASSWORD = "alice", "pw-" + os.urandom(4).hex()
 EXAMPLE = os.path.join(REPO, "share", "pegasus-sim", "example")

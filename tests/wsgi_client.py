@@ -13,10 +13,10 @@ import os
 import sys
 import urllib.parse
 
-from pegasus_em import db as dbmod
-from pegasus_em.api import App
-from pegasus_em.auth import BasicAuth
-from pegasus_em.ops import Ops
+from pegasus_em.core import db as dbmod
+from pegasus_em.em.api import App
+from pegasus_em.web.auth import BasicAuth
+from pegasus_em.core.ops import Ops
 
 URL = "http://127.0.0.1:7919"  # what the daemon would set as the app's base_url
 

@@ -6,10 +6,10 @@ import statistics
 import time
 
 from beyond_fixtures import bulk_submit, move, stack, why  # noqa: F401
-from pegasus_em import db as dbmod
-from pegasus_em import store
-from pegasus_em.ops import Ops
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core import db as dbmod
+from pegasus_em.core import store
+from pegasus_em.core.ops import Ops
+from pegasus_em.core.states import WorkflowState as W
 
 
 def test_metrics_with_ten_thousand_workflows_within_20_ms(stack):

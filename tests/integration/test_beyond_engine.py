@@ -11,7 +11,7 @@ import pytest
 
 from beyond_fixtures import TERMINAL, Webhook, engine, webhook  # noqa: F401
 from conftest import wait_until
-from pegasus_em import cli
+from pegasus_em.em import cli
 from stack import Stack
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import REPO, SIM_BIN, wait_until
-from pegasus_em import dagstate, planout
+from pegasus_em.core import dagstate, planout
 
 PLAN = os.path.join(REPO, "share", "pegasus-sim", "example", "plan.sh")
 FAST = dict(liveness_every=0.1, pending_timeout=0.3)

@@ -15,7 +15,7 @@ import pytest
 
 from dashboard_fixtures import KINDS, XSS, Served, World
 
-from pegasus_em import dashboard
+from pegasus_em.dashboard import dashboard
 
 
 @pytest.fixture(scope="module")

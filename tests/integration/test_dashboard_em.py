@@ -21,12 +21,12 @@ import pytest
 import cdp
 from conftest import Daemon, wait_until
 from dashboard_fixtures import look_at
-from pegasus_em import web
+from pegasus_em.web import web
 from service_fixtures import Service, make_certificate
 
 SERVE = """
 import os, sys
-from pegasus_em import dashboard, httpd
+from pegasus_em.dashboard import dashboard; from pegasus_em.web import httpd
 srv = httpd.Server(("127.0.0.1", 0), dashboard.application)
 with open(sys.argv[1] + ".tmp", "w") as f:
     f.write(srv.url)

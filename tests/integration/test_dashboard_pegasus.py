@@ -20,7 +20,7 @@ import pytest
 import cdp
 from dashboard_fixtures import Served, World, look_at
 
-from pegasus_em import dashboard
+from pegasus_em.dashboard import dashboard
 
 # Pegasus 5.x's DDL for tables older simulators left out (PY/db/schema.py)
 EXTRA_DDL = """

@@ -218,7 +218,7 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(user, part):
 
 EMFILE_SERVER = textwrap.dedent("""
     import logging, sys
-    from pegasus_em.httpd import Server
+    from pegasus_em.web.httpd import Server
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     def app(environ, start_response):
         start_response("200 OK", [("Content-Length", "2")])

@@ -19,8 +19,8 @@ from stack import PASSWORD as STACK_PASSWORD
 from stack import USER as STACK_USER
 from stack import Stack
 
-from pegasus_em import store
-from pegasus_em.httpd import Server
+from pegasus_em.core import store
+from pegasus_em.web.httpd import Server
 
 
 def echo(environ, start_response):

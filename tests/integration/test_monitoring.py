@@ -10,9 +10,9 @@ import urllib.parse
 
 import pytest
 
-from pegasus_em.monitoring import Monitoring
-from pegasus_em.userapp import UserApp
-from pegasus_em.web import Request
+from pegasus_em.service.monitoring import Monitoring
+from pegasus_em.service.userapp import UserApp
+from pegasus_em.web.web import Request
 from pegasus_dbs import (ARCHIVED_UUID, NEVER_STARTED_UUID, PRECISE, ROOT_UUID, SUB_UUID, T0,
                          make_home)
 from service_fixtures import chown_tree

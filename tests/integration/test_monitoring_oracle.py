@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 from pegasus_em.errors import EMError
-from pegasus_em.monitoring import Monitoring, error_result
+from pegasus_em.service.monitoring import Monitoring, error_result
 from pegasus_dbs import ROOT_UUID, SUB_UUID, make_home
 
 ORACLE = os.environ.get("PEGASUS_ORACLE_PYTHON", "")

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from pegasus_em import auth, client
+from pegasus_em.em import client
+from pegasus_em.web import auth
 from pegasus_em.errors import Unauthorized
 
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import REPO, SIM_BIN
-from pegasus_em import planout
+from pegasus_em.core import planout
 
 
 @pytest.mark.parametrize("extra", [[], ["--json"], ["--submit"]])

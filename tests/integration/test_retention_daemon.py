@@ -8,13 +8,13 @@ import stat
 import time
 
 from conftest import Daemon, wait_until
-from pegasus_em.retention import DAY
+from pegasus_em.core.retention import DAY
 
 
 SEED = """
 import os, sys
-from pegasus_em import db, store, transitions
-from pegasus_em.ops import Ops
+from pegasus_em.core import db, store, transitions
+from pegasus_em.core.ops import Ops
 home = sys.argv[1]
 d = db.open_database(os.path.join(home, ".pegasus", "em.db"))
 for name, at in (("old", %r), ("recent", %r)):

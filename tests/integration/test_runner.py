@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from conftest import REPO, wait_until
-from pegasus_em import runner
+from pegasus_em.core import runner
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_result_survives_the_death_of_the_spawner(tmp_path, files):
     helper = textwrap.dedent("""
         import os, signal, sys
         sys.path.insert(0, %r)
-        from pegasus_em import runner
+        from pegasus_em.core import runner
         s = runner.spawn("sleep 0.3; exit 5", %r, %r, %r)
         print(s.pid, s.start_time, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

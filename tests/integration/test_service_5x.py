@@ -17,7 +17,7 @@ class Started(Service):
     """A real pegasus-service started with the flags given, not our --port 0."""
 
     def command(self):
-        return [self.python, "-c", "import sys; from pegasus_em.pservice import main; "
+        return [self.python, "-c", "import sys; from pegasus_em.service.pservice import main; "
                                    "sys.exit(main())"] + self.args
 
 

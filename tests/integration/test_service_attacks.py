@@ -24,7 +24,7 @@ from service_fixtures import (Service, children_of, chown_tree, make_certificate
 # mallory's settings, and from then on the worker answers what mallory wants.
 HOSTILE = r'''
 import sys as _sys
-_ua, _sw = _sys.modules.get("pegasus_em.userapp"), _sys.modules.get("pegasus_em.switch")
+_ua, _sw = _sys.modules.get("pegasus_em.service.userapp"), _sys.modules.get("pegasus_em.service.switch")
 if _ua is not None and _sw is not None and not getattr(_ua, "_PWNED", False):
     _ua._PWNED = True
     _sys.stderr.write("forged\r2030-01-01 ERROR pegasus_em: root says hello\n")
@@ -267,7 +267,7 @@ def test_workers_log_through_a_pipe_as_themselves(site):
                for fd in os.listdir("/proc/%d/fd" % pid))
     wait_until(lambda: "root says hello" in site.service.errors(), message="the worker's line")
     line = [x for x in site.service.errors().splitlines() if "root says hello" in x][-1]
-    assert re.search(r"INFO \[\d+\] pegasus_em.switch: worker %s\[\d+\]: forged\\x0d2030" % m.name,
+    assert re.search(r"INFO \[\d+\] pegasus_em.service.switch: worker %s\[\d+\]: forged\\x0d2030" % m.name,
                      line), line
 
 

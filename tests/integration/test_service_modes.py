@@ -8,8 +8,8 @@ import signal
 import pytest
 
 from conftest import Daemon, unique, wait_until
-from pegasus_em.switch import WorkerPool
-from pegasus_em.web import Request
+from pegasus_em.service.switch import WorkerPool
+from pegasus_em.web.web import Request
 from service_fixtures import (Service, chown_tree, children_of, make_certificate,
                               make_pegasus_dbs, proc_credentials, wait_gone)
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from pegasus_em import tls
+from pegasus_em.service import tls
 from pegasus_em.errors import ConfigError
-from pegasus_em.httpd import Server
+from pegasus_em.web.httpd import Server
 from service_fixtures import Service, make_certificate
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")

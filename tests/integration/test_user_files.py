@@ -13,9 +13,10 @@ import threading
 import pytest
 
 from conftest import throwaway_user
-from pegasus_em import db as emdb
-from pegasus_em import masterdb, owned
-from pegasus_em.ops import Ops
+from pegasus_em.core import db as emdb
+from pegasus_em import owned
+from pegasus_em.dashboard import masterdb
+from pegasus_em.core.ops import Ops
 from service_fixtures import Service, chown_tree, make_certificate, make_pegasus_dbs
 
 SECRET = "vsecret"  # V's workflows' label and ensemble name (its file names hold it too)
@@ -213,7 +214,7 @@ def test_the_dashboard_reads_a_submit_directory_as_its_user(users):
     finished (and how) is read there with U's file-system identity, so U learns
     nothing of V's run."""
     u, v, _ = users
-    from pegasus_em import stampede
+    from pegasus_em.dashboard import stampede
     submit = os.path.join(v.home, "private-run")
     os.makedirs(submit, exist_ok=True)
     with open(os.path.join(submit, "w-0.dag.dagman.out"), "w") as f:

@@ -6,7 +6,7 @@ import os
 import time
 
 from beyond_fixtures import stack  # noqa: F401
-from pegasus_em import cli
+from pegasus_em.em import cli
 
 
 def test_watch_detects_a_terminal_through_a_pty(stack):

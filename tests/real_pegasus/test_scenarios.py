@@ -243,8 +243,8 @@ def test_our_dashboard_and_api_serve_what_the_real_monitord_wrote(scenarios):
     API and dashboard: states right, and job output, which monitord stores URL-quoted,
     shown decoded."""
     import sqlite3
-    from pegasus_em.dashboard import Dashboard
-    from pegasus_em.monitoring import Monitoring
+    from pegasus_em.dashboard.dashboard import Dashboard
+    from pegasus_em.service.monitoring import Monitoring
     for name in ("failure", "retry"):
         s = scenarios[name]
         home = s.replay_home

@@ -11,7 +11,7 @@ import pytest
 
 from beyond_fixtures import move
 from conftest import unique
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core.states import WorkflowState as W
 from wsgi_client import InProcessAPI
 
 

@@ -1,7 +1,7 @@
 """Auto-hold: failures in a row hold the ensemble (max_failures)."""
 
 from beyond_fixtures import TO_SUCCESS, move, run_cli, stack, why  # noqa: F401
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core.states import WorkflowState as W
 
 
 def test_failures_in_a_row_hold_the_ensemble_and_a_success_resets_the_count(stack):

@@ -20,7 +20,8 @@ import urllib.parse
 import pytest
 
 import pegasus_em
-from pegasus_em import __version__, cli, client, config, fmt
+from pegasus_em import __version__, config, fmt
+from pegasus_em.em import cli, client
 
 TS = 1700000000  # 2023-11-14 22:13:20 UTC
 WHEN = "2023-11-14 22:13:20 UTC"
@@ -826,10 +827,10 @@ def test_ctrl_c_exits_130(service_py, monkeypatch):
 
 def test_server_verb_calls_daemon_serve_lazily(monkeypatch):
     calls = []
-    fake = types.ModuleType("pegasus_em.daemon")
+    fake = types.ModuleType("pegasus_em.em.daemon")
     fake.serve = lambda **kw: calls.append(kw) or 3
-    monkeypatch.setitem(sys.modules, "pegasus_em.daemon", fake)
-    monkeypatch.setattr(pegasus_em, "daemon", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "pegasus_em.em.daemon", fake)
+    monkeypatch.setattr(pegasus_em.em, "daemon", fake, raising=False)
     assert cli.main(["server", "--port", "0", "-d"]) == 3
     assert calls == [{"host": None, "port": 0, "debug": True, "allow_remote": False}]
     assert cli.main(["server", "--host", "0.0.0.0", "--allow-remote"]) == 3

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from pegasus_em import daemon as daemon_mod
+from pegasus_em.em import daemon as daemon_mod
 from pegasus_em.errors import ConfigError
 
 

@@ -9,9 +9,10 @@ import re
 import pytest
 
 from conftest import REPO
-from pegasus_em import browse, charts, dashboard, explain, pages
+from pegasus_em.core import explain
+from pegasus_em.dashboard import browse, charts, dashboard, pages
 from pegasus_em.errors import BadRequest, Forbidden, NotFound
-from pegasus_em.model import Ensemble
+from pegasus_em.core.model import Ensemble
 
 EVIL = '<script>alert("x")</script>&\'"'
 
@@ -184,9 +185,9 @@ def test_why_a_workflow_waits_in_a_line():
 def test_static_files_are_package_data():
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(REPO, "setup.cfg"))
-    patterns = cfg["options.package_data"]["pegasus_em"].split()
-    names = os.listdir(os.path.join(REPO, "pegasus_em", "static"))
+    patterns = cfg["options.package_data"]["pegasus_em.dashboard"].split()
+    names = os.listdir(os.path.join(REPO, "pegasus_em", "dashboard", "static"))
     assert names and all(any(fnmatch.fnmatch("static/" + n, p) for p in patterns) for n in names)
     assert set(dashboard.STATIC) == set(names)
-    js = open(os.path.join(REPO, "pegasus_em", "static", "dashboard.js")).read()
+    js = open(os.path.join(REPO, "pegasus_em", "dashboard", "static", "dashboard.js")).read()
     assert "innerHTML = fresh.innerHTML" in js and "eval(" not in js and "http" not in js

@@ -2,8 +2,9 @@
 its dependents, which the engine then skips."""
 
 from beyond_fixtures import TO_SUCCESS, move, stack  # noqa: F401
-from pegasus_em import fmt, store
-from pegasus_em.states import WorkflowState as W
+from pegasus_em import fmt
+from pegasus_em.core import store
+from pegasus_em.core.states import WorkflowState as W
 
 
 def test_dependencies_are_checked_at_submit(stack):
@@ -76,7 +77,7 @@ def eligible(s, ensemble):
 
 def test_a_version_3_file_is_migrated_and_its_ready_workflows_stay_eligible(tmp_path):
     import sqlite3
-    from pegasus_em import db as dbmod
+    from pegasus_em.core import db as dbmod
     path = str(tmp_path / "em.db")
     conn = sqlite3.connect(path, isolation_level=None)
     for number, script in enumerate(dbmod.SCHEMA[:3]):

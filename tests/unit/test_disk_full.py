@@ -9,8 +9,8 @@ import sqlite3
 
 import pytest
 
-from pegasus_em import daemon as daemon_mod
-from pegasus_em import db as dbmod
+from pegasus_em.em import daemon as daemon_mod
+from pegasus_em.core import db as dbmod
 from pegasus_em.errors import DiskFull
 
 

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from stack import Stack
-from pegasus_em import store
-from pegasus_em.manager import Manager
+from pegasus_em.core import store
+from pegasus_em.core.manager import Manager
 
 
 @pytest.fixture

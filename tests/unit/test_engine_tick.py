@@ -1,5 +1,5 @@
 """The engine's turns with an explicit clock and no processes: `Manager.tick(now)` on a
-real sqlite file, with a fake process runner in place of `pegasus_em.runner`.
+real sqlite file, with a fake process runner in place of `pegasus_em.core.runner`.
 
 The fake starts nothing: `spawn` records the command and the test ends it, writing
 what the real wrapper writes (the command's output to the workflow log, its exit
@@ -13,10 +13,10 @@ import types
 import pytest
 
 from conftest import Clock
-from pegasus_em import db as dbmod
-from pegasus_em import runner
-from pegasus_em.manager import PLAN_RESULT, RUN_RESULT, Manager, Settings
-from pegasus_em.ops import Ops
+from pegasus_em.core import db as dbmod
+from pegasus_em.core import runner
+from pegasus_em.core.manager import PLAN_RESULT, RUN_RESULT, Manager, Settings
+from pegasus_em.core.ops import Ops
 
 T0 = 1_800_000_000.0
 START = 4242  # the start time of every fake process

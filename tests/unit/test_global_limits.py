@@ -2,7 +2,7 @@
 names them (the budgets themselves: test_policy.py)."""
 
 from beyond_fixtures import move, why
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core.states import WorkflowState as W
 from stack import Stack
 
 

@@ -4,8 +4,9 @@ import json
 import re
 
 from beyond_fixtures import move, run_cli, stack  # noqa: F401
-from pegasus_em import cli, fmt
-from pegasus_em.states import WorkflowState as W
+from pegasus_em import fmt
+from pegasus_em.em import cli
+from pegasus_em.core.states import WorkflowState as W
 
 
 def test_events_carry_names_and_page_both_ways(stack):

@@ -2,6 +2,7 @@
 layers that only import downwards (the client side never imports the server)."""
 
 import ast
+import functools
 import importlib.util
 import os
 import sys
@@ -92,13 +93,46 @@ SERVER_SIDE = {"web", "assets", "db", "store", "ops", "api", "httpd", "daemon", 
 LAZY_ALLOWED = {("cli", "daemon")}  # `pegasus-em server` imports the daemon inside a function
 
 
+@functools.lru_cache(maxsize=None)
+def module_paths():
+    """module name -> file, for every module of the package (names are unique across its
+    folders; a folder's __init__ holds a docstring only)."""
+    found = {}
+    for root, _, files in os.walk(PACKAGE):
+        for f in files:
+            if f.endswith(".py") and not (f == "__init__.py" and root != PACKAGE):
+                assert f[:-3] not in found, "two modules named %s" % f[:-3]
+                found[f[:-3]] = os.path.join(root, f)
+    return found
+
+
 def modules():
-    return sorted(f[:-3] for f in os.listdir(PACKAGE) if f.endswith(".py"))
+    return sorted(module_paths())
+
+
+def _resolve(folder, node):
+    """The module names of ours an ImportFrom reaches ("__init__" for the package)."""
+    parts = folder[:len(folder) - (node.level - 1)] if node.level > 1 else list(folder)
+    base = parts + (node.module.split(".") if node.module else [])
+    paths = module_paths()
+    names = []
+    for a in node.names:
+        target = os.path.join(PACKAGE, *base, a.name) + ".py"
+        if a.name in paths and paths[a.name] == target:
+            names.append(a.name)
+        elif base and os.path.isfile(os.path.join(PACKAGE, *base) + ".py"):
+            names.append(base[-1])
+        else:
+            names.append("__init__")
+    return names
 
 
 def imports(module):
-    """(name, top_level) for each import; relative ones are resolved to our modules."""
-    with open(os.path.join(PACKAGE, module + ".py")) as f:
+    """(name, top_level) for each import; those of ours as "pegasus_em.<module>"."""
+    path = module_paths()[module]
+    folder = os.path.relpath(os.path.dirname(path), PACKAGE).split(os.sep)
+    folder = [] if folder == ["."] else folder
+    with open(path) as f:
         tree = ast.parse(f.read())
     top_level = set(id(n) for n in tree.body)
     found = []
@@ -107,13 +141,20 @@ def imports(module):
             found += [(a.name, id(node) in top_level) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = node.module or ""
-                names = [base] if base else [
-                    a.name if a.name in modules() else "__init__" for a in node.names]
-                found += [("pegasus_em." + n, id(node) in top_level) for n in names]
+                found += [("pegasus_em." + n, id(node) in top_level) for n in _resolve(folder, node)]
+            elif node.module.split(".")[0] == "pegasus_em":
+                found.append(("pegasus_em." + node.module.split(".")[-1], id(node) in top_level))
             else:
                 found.append((node.module, id(node) in top_level))
     return found
+
+
+def test_package_folders_hold_only_docstrings():
+    for root, _, files in os.walk(PACKAGE):
+        if root != PACKAGE and "__init__.py" in files:
+            with open(os.path.join(root, "__init__.py")) as f:
+                tree = ast.parse(f.read())
+            assert len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr), root
 
 
 def test_every_module_has_a_declared_layer():
@@ -152,9 +193,44 @@ def test_imports_follow_the_layers(module):
 
 @pytest.mark.parametrize("module", sorted(CLIENT_SIDE))
 def test_client_side_never_imports_server_side_at_import_time(module):
-    if not os.path.exists(os.path.join(PACKAGE, module + ".py")):
+    if module not in module_paths():
         pytest.skip("no %s module" % module)
     for name, top_level in imports(module):
         target = name.split(".", 1)[-1]
         if top_level:
             assert target not in SERVER_SIDE, "%s imports %s" % (module, target)
+
+
+def test_readme_module_map_names_every_module_once():
+    """The README's module map is the layout a newcomer reads: it must be the one on disk."""
+    readme = open(os.path.join(os.path.dirname(PACKAGE), "README.md")).read()
+    block = readme.split("### Module map", 1)[1].split("```\n", 2)[1]
+    listed, folder = [], ""
+    for line in block.splitlines():
+        name = line.split()[0]
+        if name.endswith("/"):
+            folder = "" if name == "pegasus_em/" else name
+        elif name.endswith(".py"):
+            listed.append(folder + name)
+    on_disk = sorted(os.path.relpath(path, PACKAGE) for path in module_paths().values())
+    assert sorted(listed) == on_disk
+    assert len(listed) == len(set(listed))
+
+
+FOLDER_ORDER = ["", "core", "web", "em", "dashboard", "service"]  # as the README's map
+
+
+def _folder(module):
+    return os.path.relpath(os.path.dirname(module_paths()[module]), PACKAGE).replace(".", "")
+
+
+def test_folders_import_only_their_own_and_earlier_ones():
+    wrong = []
+    for module in modules():
+        mine = FOLDER_ORDER.index(_folder(module))
+        for name, _ in imports(module):
+            target = name.split(".", 1)[1] if name.startswith("pegasus_em.") else None
+            if (target in module_paths() and module != "__main__"
+                    and FOLDER_ORDER.index(_folder(target)) > mine):
+                wrong.append("%s imports %s" % (module, target))
+    assert not wrong

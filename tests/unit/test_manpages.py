@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from pegasus_em import cli, config
+from pegasus_em import config
+from pegasus_em.em import cli
 
 MANPAGE = os.path.join(REPO, "man", "pegasus-em.1")
 SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "CONFIGURATION",
@@ -83,7 +84,7 @@ def test_renders_with_man_without_warnings():
 
 
 def test_pegasus_service_manpage_names_every_option():
-    from pegasus_em import pservice
+    from pegasus_em.service import pservice
     with open(os.path.join(REPO, "man", "pegasus-service.1"), encoding="utf-8") as f:
         text = f.read().replace("\\-", "-")
     for action in pservice.build_parser()._actions:

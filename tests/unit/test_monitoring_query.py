@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from pegasus_em import apiquery
+from pegasus_em.service import apiquery
 
 
 KNOWN = {"r": {"wf_id": "INTEGER", "dax_label": "VARCHAR(255)", "timestamp": "NUMERIC(16, 6)"},

@@ -8,7 +8,7 @@ import time
 
 from beyond_fixtures import SMTPServer, Webhook, move, outbox, stack, webhook  # noqa: F401
 from conftest import wait_until
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core.states import WorkflowState as W
 from stack import Stack
 
 
@@ -103,7 +103,7 @@ def test_a_notification_that_keeps_failing_is_given_up(tmp_path):
 
 
 def test_a_failing_trigger_is_notified_once_then_when_it_fails(tmp_path, webhook):
-    from pegasus_em.triggers import Triggers
+    from pegasus_em.core.triggers import Triggers
     s = Stack(tmp_path, targets=[("webhook", webhook.url)])
     try:
         s.ensemble("t")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pegasus_em import planout
+from pegasus_em.core import planout
 from pegasus_em.errors import EMError
 
 PREAMBLE = ("2023.03.03 22:23:33.120 PST:   \n\n\n"

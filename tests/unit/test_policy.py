@@ -2,9 +2,9 @@
 
 import pytest
 
-from pegasus_em import policy
-from pegasus_em.model import EnsembleLoad
-from pegasus_em.policy import PLAN, RUN, Action
+from pegasus_em.core import policy
+from pegasus_em.core.model import EnsembleLoad
+from pegasus_em.core.policy import PLAN, RUN, Action
 
 
 def load(i, state="ACTIVE", max_planning=3, max_running=3, ready=5, planning=0, queued=5,

@@ -14,12 +14,12 @@ import stat
 import pytest
 
 from conftest import Clock
-from pegasus_em import db as dbmod
-from pegasus_em import metrics, store, transitions
-from pegasus_em.daemon import LogFile
-from pegasus_em.ops import Ops
-from pegasus_em.retention import DAY, Retention
-from pegasus_em.triggers import Triggers
+from pegasus_em.core import db as dbmod
+from pegasus_em.core import metrics, store, transitions
+from pegasus_em.em.daemon import LogFile
+from pegasus_em.core.ops import Ops
+from pegasus_em.core.retention import DAY, Retention
+from pegasus_em.core.triggers import Triggers
 
 T0 = 1.7e9               # "now" of the tests: 2023-11-14
 OLD = T0 - 100 * DAY     # past the default 90 days

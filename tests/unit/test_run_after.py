@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from pegasus_em import cli, model
+from pegasus_em.core import model
+from pegasus_em.em import cli
 from pegasus_em.errors import BadRequest
 
 

@@ -4,7 +4,7 @@
 
 import pytest
 
-from pegasus_em import pservice
+from pegasus_em.service import pservice
 
 
 @pytest.mark.parametrize("argv,port,debug,verbose", [

@@ -12,11 +12,12 @@ import wsgiref.validate
 
 import pytest
 
-from pegasus_em import auth, pam, service_app, switch
+from pegasus_em.service import pam, service_app, switch
+from pegasus_em.web import auth
 from pegasus_em.errors import (BadRequest, ConfigError, EMError, NotFound, TooManyRequests,
                                Unauthorized)
-from pegasus_em.monitoring import Monitoring
-from pegasus_em.web import Request, Response
+from pegasus_em.service.monitoring import Monitoring
+from pegasus_em.web.web import Request, Response
 from service_fixtures import make_pegasus_dbs
 
 
@@ -520,7 +521,7 @@ def test_backend_only_user_is_403():
     (None, "https://svc.example", False),
 ])
 def test_same_origin_compares_as_browsers_write_origins(host, origin, ok):
-    from pegasus_em import web
+    from pegasus_em.web import web
     env = {"REQUEST_METHOD": "POST", "wsgi.url_scheme": "https", "HTTP_ORIGIN": origin}
     if host:
         env["HTTP_HOST"] = host

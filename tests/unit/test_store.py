@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from pegasus_em import db as dbmod
-from pegasus_em import states, store, transitions
+from pegasus_em.core import db as dbmod
+from pegasus_em.core import states, store, transitions
 from pegasus_em.errors import BadRequest
-from pegasus_em.ops import Ops
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core.ops import Ops
+from pegasus_em.core.states import WorkflowState as W
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_wake_is_called_after_changes(tmp_path):
 
 def test_sql_rendered_listing_equals_python_rendering(ops):
     import json
-    from pegasus_em import wire
+    from pegasus_em.em import wire
     ops.create_ensemble("e")
     for i in range(20):
         ops.submit("e", "w%d" % i, "/tmp", "x", priority=i % 3)

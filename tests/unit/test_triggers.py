@@ -15,11 +15,11 @@ import time
 import pytest
 
 from conftest import Clock
-from pegasus_em import db as dbmod
-from pegasus_em import store
-from pegasus_em import triggers as trg
-from pegasus_em.ops import Ops
-from pegasus_em.triggers import Matcher, Pattern, Triggers, next_slot, quote, split_inputs
+from pegasus_em.core import db as dbmod
+from pegasus_em.core import store
+from pegasus_em.core import triggers as trg
+from pegasus_em.core.ops import Ops
+from pegasus_em.core.triggers import Matcher, Pattern, Triggers, next_slot, quote, split_inputs
 
 
 def inputs(plan_command):

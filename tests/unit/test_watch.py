@@ -3,12 +3,12 @@
 import re
 
 from beyond_fixtures import move, run_cli, stack  # noqa: F401
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core.states import WorkflowState as W
 
 
 def api_for(s):
     from stack import PASSWORD, USER
-    from pegasus_em import client
+    from pegasus_em.em import client
     return client.Client(s.url, USER, PASSWORD)
 
 
@@ -31,7 +31,7 @@ def test_watch_once_prints_plain_tables(stack, run_cli):
 
 def test_watch_without_a_terminal_prints_one_line_per_change(stack):
     import io
-    from pegasus_em import watch
+    from pegasus_em.em import watch
     stack.ensemble("w")
     stack.submit("w", "a")
     out = io.StringIO()
@@ -49,7 +49,7 @@ def test_watch_without_a_terminal_prints_one_line_per_change(stack):
 
 def test_watch_on_a_terminal_redraws_and_highlights_changes(stack):
     import io
-    from pegasus_em import watch
+    from pegasus_em.em import watch
     stack.ensemble("w")
     stack.submit("w", "a")
     stack.submit("w", "b")

@@ -5,7 +5,7 @@ import json
 import os
 
 from beyond_fixtures import move, run_cli, stack, why  # noqa: F401
-from pegasus_em.states import WorkflowState as W
+from pegasus_em.core.states import WorkflowState as W
 
 
 def test_why_a_ready_workflow_waits_its_turn_behind_a_full_throttle(stack):

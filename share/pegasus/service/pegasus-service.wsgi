@@ -48,7 +48,7 @@ ADMIN_USERS = None
 # Start Pegasus Service (PEGASUS_PYTHON_EXTERNALS, the python-path of the httpd
 # configuration, is where pegasus_em is found)
 #
-from pegasus_em.pservice import wsgi_application  # noqa: E402
+from pegasus_em.service.pservice import wsgi_application  # noqa: E402
 
 application = wsgi_application(**{name: value for name, value in dict(globals()).items()
                                   if name.isupper() and not name.startswith("_")})

@@ -1,0 +1,1 @@
+"""The dashboard: pages over Pegasus's databases and the ensemble manager's."""

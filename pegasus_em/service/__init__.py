@@ -1,0 +1,1 @@
+"""pegasus-service: the multi-user HTTPS front, its process switching and the monitoring API."""
