@@ -14,6 +14,7 @@ not) is logged through `threading.excepthook` (`log_thread_deaths`).
 """
 
 import logging
+import os
 import threading
 import time
 
@@ -99,6 +100,46 @@ class Loop:
         started, wait = turn
         self._wake.wait(max(0.0, wait - (time.monotonic() - started)))
         coalesce(self.stopping, started, self._gap)
+
+
+class WakePipe:
+    """A wake-up that a selector waits on beside other descriptors (the engine also
+    waits on its children's pidfds, which a threading.Event cannot).
+
+    While a wake is pending, another one writes nothing: the waiter clears the flag
+    in `take()` before draining, so the turn that follows sees every change committed
+    before the flag was seen set, and a burst of wakes costs one system call, not one
+    each (nor a hand-over of the GIL each)."""
+
+    def __init__(self):
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pending = False
+
+    def fileno(self):
+        return self._read
+
+    def wake(self):
+        """From any thread: make fileno() readable, unless a wake is already pending."""
+        if self._pending:
+            return
+        self._pending = True
+        try:
+            os.write(self._write, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: a wake is already pending
+
+    def take(self):
+        """By the waiter, once fileno() is readable."""
+        self._pending = False
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self):
+        os.close(self._read)
+        os.close(self._write)
 
 
 def coalesce(stop, started, gap):

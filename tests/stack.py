@@ -1,6 +1,8 @@
 """An in-process ensemble manager for tests that need no daemon process of its own:
-a real sqlite file, Ops, the WSGI app behind the real threaded HTTP server on
-port 0, and optionally the engine, its thread or not (`tick()` from the test).
+a real sqlite file, Ops, the WSGI app (called in this process by `request`), and
+optionally the engine, its thread or not (`tick()` from the test).  The real
+threaded HTTP server on a loopback port 0 starts only when a test asks for `url`
+(for the CLI, which speaks HTTP).
 
 Plan commands run as the test's own user; the simulated toolchain keeps its
 schedd and master DB under the stack's directory.
@@ -10,10 +12,9 @@ import base64
 import json
 import os
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 
+import wsgi_client
 from conftest import REPO, SIM_BIN
 from pegasus_em.core import db as dbmod
 from pegasus_em.core import store
@@ -58,12 +59,19 @@ class Stack:
             self.manager.notify_wake = self.notifier.wake
         self.ops = Ops(self.db, self.ensembles, limits=limits,
                        wake=lambda: [w() for w in wakes], **kwargs)
-        self.app = App(self.ops, BasicAuth(USER, PASSWORD).authenticate)
-        self.server = Server(("127.0.0.1", 0), self.app)
-        self.url = self.app.base_url = self.server.url
-        self._http = threading.Thread(target=self.server.serve_forever, args=(0.02,),
-                                      name="stack-http", daemon=True)
-        self._http.start()
+        self.app = App(self.ops, BasicAuth(USER, PASSWORD).authenticate,
+                       base_url=wsgi_client.URL)
+        self.server = None
+
+    @property
+    def url(self):
+        """The base URL of the real HTTP server, started at the first call."""
+        if self.server is None:
+            self.server = Server(("127.0.0.1", 0), self.app)
+            self.app.base_url = self.server.url
+            threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                             name="stack-http", daemon=True).start()
+        return self.server.url
 
     def start_engine(self):
         self.manager.start()
@@ -74,14 +82,15 @@ class Stack:
         return self
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
         self.notifier.stop()
         if self.manager is not None and self.manager.running:
             self.manager.stop()
         self.db.close()
 
-    # ---- HTTP ----------------------------------------------------------------
+    # ---- the API, called in process -------------------------------------------
 
     def request(self, method, path, data=None, json_body=None, auth=True):
         """(status, headers, JSON or text)."""
@@ -89,21 +98,14 @@ class Stack:
         if auth:
             token = base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()
             headers["Authorization"] = "Basic " + token
-        body = None
+        body = b""
         if data is not None:
             body = urllib.parse.urlencode(data).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         elif json_body is not None:
             body = json.dumps(json_body).encode()
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.url + path, data=body, method=method,
-                                     headers=headers)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(req, timeout=30) as resp:
-                return resp.status, resp.headers, _decode(resp)
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, _decode(e)
+        return wsgi_client.answer(self.app, method, path, body, headers, self.app.base_url)
 
     def get(self, path):
         status, _, body = self.request("GET", path)
@@ -145,9 +147,3 @@ class Stack:
         os.chmod(path, 0o600)
         return path
 
-
-def _decode(resp):
-    data = resp.read()
-    if resp.headers.get("Content-Type", "").startswith("application/json") and data:
-        return json.loads(data)
-    return data.decode("utf-8", "replace")

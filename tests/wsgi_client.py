@@ -52,6 +52,14 @@ def call(app, method, path, body=b"", headers=None, url=URL):
     return int(status.split()[0]), message, data
 
 
+def answer(app, method, path, body=b"", headers=None, url=URL):
+    """(status, headers, parsed JSON or text) of one request to the WSGI `app`."""
+    status, headers, body = call(app, method, path, body, headers, url)
+    if headers.get("Content-Type", "").startswith("application/json") and body:
+        return status, headers, json.loads(body)
+    return status, headers, body.decode("utf-8", "replace")
+
+
 class InProcessAPI:
     """The daemon's App and Ops over a real em.db in `base`; `request` answers as
     `conftest.Daemon.request` does."""
@@ -81,7 +89,4 @@ class InProcessAPI:
             body = urllib.parse.urlencode(data).encode()
         if body:  # as urllib, which the daemon's tests use
             hdrs.setdefault("Content-Type", "application/x-www-form-urlencoded")
-        status, headers, body = call(self.app, method, path, body, hdrs)
-        if headers.get("Content-Type", "").startswith("application/json") and body:
-            return status, headers, json.loads(body)
-        return status, headers, body.decode("utf-8", "replace")
+        return answer(self.app, method, path, body, hdrs)

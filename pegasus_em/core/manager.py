@@ -84,8 +84,7 @@ class Manager:
         self.tracked = {}
         self.notify_wake = lambda: None   # the notification sender, woken when a workflow ends
         self._next_deferred = None        # the earliest run-after time ahead (wall clock)
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wake_pending = False
+        self._wakeup = loops.WakePipe()
         self._thread = None
         self._stop = threading.Event()
         # condor_hold / condor_release run here, never on the engine thread: a slow
@@ -99,19 +98,8 @@ class Manager:
     # ---- the loop ----------------------------------------------------------
 
     def wake(self):
-        """Called by the API after any change: look again soon (coalesced).
-
-        While a wake is pending, another one writes nothing: the turn it leads to
-        begins after the engine cleared the flag, so it sees every change committed
-        before the flag was seen set.  (A burst of submissions then costs no system
-        call each, and no hand-over of the GIL.)"""
-        if self._wake_pending:
-            return
-        self._wake_pending = True
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full: a wake is already pending
+        """Called by the API after any change: look again soon (coalesced)."""
+        self._wakeup.wake()
 
     def start(self):
         self._chore_threads = [loops.start("engine-chores", self._chore, None, self._stop, log)
@@ -131,8 +119,7 @@ class Manager:
             self._thread.join(timeout)
         for t in self.tracked.values():
             _close(t)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wakeup.close()
 
     def _timed_tick(self):
         """One turn of the supervised loop; -> (when it began, seconds until due)."""
@@ -152,14 +139,13 @@ class Manager:
         cause = None
         sel = selectors.PollSelector()  # unlike epoll, needs no descriptor of its own
         try:
-            sel.register(self._wake_r, selectors.EVENT_READ, None)
+            sel.register(self._wakeup, selectors.EVENT_READ, None)
             for t in self.tracked.values():
                 if t.fd is not None:
                     sel.register(t.fd, selectors.EVENT_READ, t)
             for key, _ in sel.select(max(0.0, timeout)):
                 if key.data is None:
-                    self._wake_pending = False  # before draining: see wake()
-                    _drain(self._wake_r)
+                    self._wakeup.take()
                     cause = cause or "api"
                 else:  # the process exited: look now; the fd has served its purpose
                     key.data.next_look = 0.0
@@ -624,14 +610,6 @@ def _size(path):
 def _last_line(text):
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return ": %s" % lines[-1][-300:] if lines else ""
-
-
-def _drain(fd):
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _close(t):
