@@ -142,10 +142,10 @@ class WakePipe:
         os.close(self._write)
 
 
-def coalesce(stop, started, gap):
-    """Sleep what is left of `gap` seconds since `started` (monotonic), so a burst of
-    wake-ups costs one turn per gap; returns at once when `stop` is set."""
-    left = gap - (time.monotonic() - started)
+def coalesce(stop, started, gap, monotonic=time.monotonic):
+    """Sleep what is left of `gap` seconds since `started` (by `monotonic`), so a burst
+    of wake-ups costs one turn per gap; returns at once when `stop` is set."""
+    left = gap - (monotonic() - started)
     if left > 0:
         stop.wait(left)
 

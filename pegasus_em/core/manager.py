@@ -130,9 +130,7 @@ class Manager:
         started, wait = turn
         if self._wait(wait) == "api":
             # Only the API woke us: let a burst of submissions coalesce into one tick.
-            gap = MIN_TICK_GAP - (self.monotonic() - started)
-            if gap > 0:
-                self._stop.wait(gap)
+            loops.coalesce(self._stop, started, MIN_TICK_GAP, self.monotonic)
 
     def _wait(self, timeout):
         """Sleep until woken; -> "api", "process" (a child exited) or None (time is up)."""

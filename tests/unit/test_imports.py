@@ -127,12 +127,16 @@ def _resolve(folder, node):
     return names
 
 
+def folder_of(module):
+    """The folders below the package that hold `module` ([] at the top)."""
+    folder = os.path.relpath(os.path.dirname(module_paths()[module]), PACKAGE)
+    return [] if folder == "." else folder.split(os.sep)
+
+
 def imports(module):
     """(name, top_level) for each import; those of ours as "pegasus_em.<module>"."""
-    path = module_paths()[module]
-    folder = os.path.relpath(os.path.dirname(path), PACKAGE).split(os.sep)
-    folder = [] if folder == ["."] else folder
-    with open(path) as f:
+    folder = folder_of(module)
+    with open(module_paths()[module]) as f:
         tree = ast.parse(f.read())
     top_level = set(id(n) for n in tree.body)
     found = []
@@ -220,17 +224,16 @@ def test_readme_module_map_names_every_module_once():
 FOLDER_ORDER = ["", "core", "web", "em", "dashboard", "service"]  # as the README's map
 
 
-def _folder(module):
-    return os.path.relpath(os.path.dirname(module_paths()[module]), PACKAGE).replace(".", "")
+def _rank(module):
+    return FOLDER_ORDER.index("/".join(folder_of(module)))
 
 
 def test_folders_import_only_their_own_and_earlier_ones():
     wrong = []
     for module in modules():
-        mine = FOLDER_ORDER.index(_folder(module))
+        mine = _rank(module)
         for name, _ in imports(module):
             target = name.split(".", 1)[1] if name.startswith("pegasus_em.") else None
-            if (target in module_paths() and module != "__main__"
-                    and FOLDER_ORDER.index(_folder(target)) > mine):
+            if target in module_paths() and module != "__main__" and _rank(target) > mine:
                 wrong.append("%s imports %s" % (module, target))
     assert not wrong
